@@ -1,0 +1,8 @@
+"""`audiorouter eval` (placeholder until implemented)."""
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
