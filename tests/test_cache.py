@@ -1,0 +1,283 @@
+"""toolcache.cache + toolcache.run: hit/miss rules, hash memo, LRU, concurrency, errors never cached.
+
+Tools here are real functions on real decoded audio (RMS of the samples), registered for the test
+only; the cache is a real SQLite file in the test's own folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import toolcache
+from toolcache import cache as cache_mod
+from toolcache.cache import Cache, CacheError, make_key
+from toolcache.errors import ToolFailed
+from toolcache.registry import ToolSpec
+from toolcache.tools import TOOLS
+
+
+class Counter:
+    def __init__(self):
+        self.calls = 0
+
+
+def rms_spec(counter: Counter, name="test_rms", version="1", model="numpy-rms-v1", fail=False) -> ToolSpec:
+    def compute(clip, scale=1.0, window_s=0.5):
+        counter.calls += 1
+        if fail:
+            raise RuntimeError("backend exploded")
+        x = clip.samples
+        n = max(1, int(window_s * clip.sample_rate))
+        frames = [float(np.sqrt(np.mean(x[i:i + n] ** 2))) for i in range(0, x.size, n)]
+        return {"rms": float(np.sqrt(np.mean(x**2))) * scale, "frames": len(frames), "max_frame_rms": max(frames)}
+
+    return ToolSpec(name=name, description="RMS level", version=version, limits="level only",
+                    compute=compute, backend=lambda p: f"{model} (numpy {np.__version__})",
+                    default_params={"scale": 1.0, "window_s": 0.5})
+
+
+@pytest.fixture
+def counter(monkeypatch):
+    c = Counter()
+    monkeypatch.setitem(TOOLS, "test_rms", rms_spec(c))
+    return c
+
+
+@pytest.fixture
+def clip_wav(tmp_path):
+    """A 2 s noise clip whose mtime is well in the past (memo-eligible)."""
+    p = tmp_path / "clip.wav"
+    rng = np.random.default_rng(0)
+    sf.write(p, (0.1 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    old = time.time() - 3600
+    os.utime(p, (old, old))
+    return p
+
+
+def test_key_is_canonical_and_namespaced():
+    a = make_key("tool", {"tool": "x", "params": {"a": 1, "b": 2}, "audio_sha256": "00"})
+    b = make_key("tool", {"audio_sha256": "00", "params": {"b": 2, "a": 1}, "tool": "x"})
+    assert a == b and len(a) == 64
+    assert make_key("reasoner", {"tool": "x", "params": {"a": 1, "b": 2}, "audio_sha256": "00"}) != a
+    with pytest.raises(ValueError, match="valid: tool, reasoner"):
+        make_key("other", {})
+
+
+def test_second_run_is_a_hit_with_identical_result(counter, clip_wav, cache_dir):
+    first = toolcache.run("test_rms", clip_wav)
+    second = toolcache.run("test_rms", clip_wav)
+    assert first["cached"] is False and second["cached"] is True
+    assert counter.calls == 1
+    for k in ("tool", "tool_version", "backend", "audio_sha256", "params", "result", "limits", "audio"):
+        assert first[k] == second[k], k
+    assert set(first) == {"tool", "tool_version", "backend", "audio_sha256", "params", "result", "limits",
+                          "audio", "elapsed_s", "cached"}
+    assert first["audio"]["duration_s"] == pytest.approx(2.0) and first["audio"]["truncated"] is False
+    assert (cache_dir / "cache.sqlite").exists()
+
+
+def test_copy_and_rename_hit_modified_file_misses(counter, clip_wav, tmp_path):
+    toolcache.run("test_rms", clip_wav)
+    copy = tmp_path / "sub" / "copy.wav"
+    copy.parent.mkdir()
+    shutil.copy(clip_wav, copy)
+    assert toolcache.run("test_rms", copy)["cached"] is True
+    renamed = tmp_path / "renamed.flac.wav"
+    clip_wav.rename(renamed)
+    assert toolcache.run("test_rms", renamed)["cached"] is True
+    assert counter.calls == 1
+    # Same size, different bytes, mtime put back to the old value: ctime still changes -> miss.
+    st = renamed.stat()
+    data, sr = sf.read(renamed, dtype="float32")
+    sf.write(renamed, data * 0.5, sr)
+    os.utime(renamed, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert renamed.stat().st_size == st.st_size
+    out = toolcache.run("test_rms", renamed)
+    assert out["cached"] is False and counter.calls == 2
+    assert out["result"]["rms"] == pytest.approx(0.05, rel=0.1)
+
+
+def test_version_param_model_and_limit_changes_miss(counter, clip_wav, monkeypatch):
+    base = toolcache.run("test_rms", clip_wav)
+    assert toolcache.run("test_rms", clip_wav, params={"scale": 2.0})["cached"] is False
+    assert counter.calls == 2
+    assert toolcache.run("test_rms", clip_wav, params={"scale": 1.0})["cached"] is True  # = the default
+    assert toolcache.run("test_rms", clip_wav, max_seconds=1.0)["cached"] is False
+    assert counter.calls == 3
+    monkeypatch.setitem(TOOLS, "test_rms", rms_spec(counter, version="2"))
+    v2 = toolcache.run("test_rms", clip_wav)
+    assert v2["cached"] is False and v2["tool_version"] == "2" and counter.calls == 4
+    monkeypatch.setitem(TOOLS, "test_rms", rms_spec(counter, version="2", model="numpy-rms-v2"))
+    m2 = toolcache.run("test_rms", clip_wav)
+    assert m2["cached"] is False and m2["backend"].startswith("numpy-rms-v2") and counter.calls == 5
+    assert m2["result"] == base["result"]
+
+
+def test_no_cache_recomputes_and_refreshes(counter, clip_wav):
+    toolcache.run("test_rms", clip_wav)
+    again = toolcache.run("test_rms", clip_wav, cache=False)
+    assert again["cached"] is False and counter.calls == 2
+    assert toolcache.run("test_rms", clip_wav)["cached"] is True
+
+
+def test_unknown_param_and_tool_are_refused(counter, clip_wav):
+    with pytest.raises(ValueError, match="valid parameters: scale, window_s"):
+        toolcache.run("test_rms", clip_wav, params={"scael": 2})
+    with pytest.raises(toolcache.UnknownToolError, match="available tools"):
+        toolcache.run("no_such_tool", clip_wav)
+    assert counter.calls == 0
+
+
+def test_tool_errors_are_raised_and_never_cached(monkeypatch, clip_wav):
+    c = Counter()
+    monkeypatch.setitem(TOOLS, "test_broken", rms_spec(c, name="test_broken", fail=True))
+    for _ in range(2):
+        with pytest.raises(ToolFailed) as info:
+            toolcache.run("test_broken", clip_wav)
+        msg = str(info.value)
+        assert "test_broken" in msg and str(clip_wav) in msg and "numpy-rms-v1" in msg
+        assert "backend exploded" in msg and "\n" not in msg
+    assert c.calls == 2
+    assert Cache().stats()["entries"] == 0
+
+
+def test_bad_audio_is_not_cached(counter, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio at all " * 10)
+    with pytest.raises(toolcache.AudioError):
+        toolcache.run("test_rms", bad)
+    assert counter.calls == 0 and Cache().stats()["entries"] == 0
+
+
+def test_hit_is_under_2ms(counter, speech_wav):
+    toolcache.run("test_rms", speech_wav)
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        out = toolcache.run("test_rms", speech_wav)
+        times.append(time.perf_counter() - t)
+        assert out["cached"]
+    assert float(np.median(times)) < 0.002, f"median hit {1000 * np.median(times):.3f} ms"
+
+
+def test_memo_skips_rehash_only_for_settled_files(tmp_path, clip_wav, monkeypatch):
+    monkeypatch.setattr(cache_mod, "MEMO_RACY_S", 0.3)  # files changed < 0.3 s before hashing are not memoised
+    time.sleep(0.4)  # clip_wav's ctime (set when written) is now settled
+    c = Cache(tmp_path / "memo.sqlite")
+    fresh = tmp_path / "fresh.wav"
+    shutil.copy(clip_wav, fresh)  # mtime = now: racy, must not be memoised
+    os.utime(fresh, None)
+    assert c.file_sha256(fresh) == toolcache.file_sha256(fresh)
+    assert c.file_sha256(clip_wav) == toolcache.file_sha256(clip_wav)
+    rows = dict(c.conn.execute("SELECT path, sha256 FROM file_hashes").fetchall())
+    assert os.path.abspath(clip_wav) in rows and os.path.abspath(fresh) not in rows
+    # A memoised file that changes (same size, mtime restored) is re-hashed, not served from the memo.
+    st = clip_wav.stat()
+    data, sr = sf.read(clip_wav, dtype="float32")
+    sf.write(clip_wav, -data, sr)
+    os.utime(clip_wav, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert c.file_sha256(clip_wav) == toolcache.file_sha256(clip_wav) != rows[os.path.abspath(clip_wav)]
+
+
+def test_reasoner_namespace_roundtrip(tmp_path):
+    c = Cache(tmp_path / "c.sqlite")
+    key = {"reasoner": "openai/gpt", "prompt": "Q? (A) x (B) y", "audio_sha256": "ab" * 32}
+    assert c.get_json("reasoner", key) is None
+    c.put_json("reasoner", key, {"choice": "x", "raw": "A"})
+    assert c.get_json("reasoner", key) == {"choice": "x", "raw": "A"}
+    assert c.get_json("tool", key) is None
+    s = c.stats()
+    assert s["by_tool"] == [{"namespace": "reasoner", "tool": "openai/gpt", "entries": 1, "bytes": s["bytes"]}]
+
+
+def test_lru_eviction_keeps_recently_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "TOUCH_RESOLUTION_S", 0.0)  # every hit refreshes last_used
+    value = {"blob": "x" * 1000}  # ~1 kB per entry
+    c = Cache(tmp_path / "lru.sqlite", max_bytes=5_500)
+    for i in range(5):
+        c.put_json("tool", {"tool": "t", "i": i}, value)
+        time.sleep(0.002)
+    assert c.get_json("tool", {"tool": "t", "i": 0}) is not None  # 0 is now the most recent
+    time.sleep(0.002)
+    c.put_json("tool", {"tool": "t", "i": 5}, value)              # over the limit: evict LRU = 1
+    present = [i for i in range(6) if c.has("tool", {"tool": "t", "i": i})]
+    assert present == [0, 2, 3, 4, 5]
+    total = c.conn.execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    assert total <= 5_500
+    assert total == c.conn.execute("SELECT value FROM meta WHERE name='total_size'").fetchone()[0]
+    c.put_json("tool", {"tool": "t", "i": 5}, {"blob": "y" * 10})  # replace: running total stays exact
+    total = c.conn.execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    assert total == c.conn.execute("SELECT value FROM meta WHERE name='total_size'").fetchone()[0]
+    assert c.clear(tool="t") == 5 and c.stats()["entries"] == 0
+
+
+def test_env_size_limit_is_validated(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUDIOROUTER_CACHE_MAX_MB", "2.5")
+    assert Cache(tmp_path / "a.sqlite").max_bytes == 2_500_000
+    monkeypatch.setenv("AUDIOROUTER_CACHE_MAX_MB", "-1")
+    with pytest.raises(ValueError, match="AUDIOROUTER_CACHE_MAX_MB"):
+        Cache(tmp_path / "b.sqlite")
+
+
+def test_location_env_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("AUDIOROUTER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Cache().path == tmp_path / "xdg" / "audiorouter" / "cache.sqlite"
+    monkeypatch.setenv("AUDIOROUTER_CACHE_DIR", str(tmp_path / "explicit"))
+    assert Cache().path == tmp_path / "explicit" / "cache.sqlite"
+
+
+def test_corrupt_cache_file_gives_one_line_fix(tmp_path):
+    p = tmp_path / "cache.sqlite"
+    p.write_bytes(b"this is definitely not an sqlite database" * 100)
+    with pytest.raises(CacheError) as info:
+        Cache(p).get_json("tool", {"tool": "x"})
+    assert "delete that file" in str(info.value) and "\n" not in str(info.value)
+
+
+_WRITER = """
+import sys
+from toolcache.cache import Cache
+c = Cache(sys.argv[1])
+w = int(sys.argv[2])
+for i in range(int(sys.argv[3])):
+    c.put_json("tool", {"tool": f"w{w}", "i": i}, {"writer": w, "i": i, "pad": "z" * 200})
+    c.get_json("tool", {"tool": f"w{(w + 1) % 3}", "i": i})
+print("done")
+"""
+
+
+def test_concurrent_writer_processes(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    Cache(path).stats()  # create the schema once (writers would race on it harmlessly too)
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(w), "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out.strip() == "done"
+    c = Cache(path)
+    assert c.integrity_check() == "ok"
+    assert c.stats()["entries"] == 180
+    assert c.get_json("tool", {"tool": "w2", "i": 59}) == {"writer": 2, "i": 59, "pad": "z" * 200}
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    total = con.execute("SELECT SUM(size) FROM entries").fetchone()[0]
+    assert total == con.execute("SELECT value FROM meta WHERE name='total_size'").fetchone()[0]
+
+
+def test_values_are_plain_json(tmp_path):
+    c = Cache(tmp_path / "c.sqlite")
+    c.put_json("tool", {"tool": "np"}, {"a": np.float32(0.5), "b": np.arange(3)})
+    assert c.get_json("tool", {"tool": "np"}) == {"a": 0.5, "b": [0, 1, 2]}
+    raw = c.conn.execute("SELECT value FROM entries").fetchone()[0]
+    assert json.loads(raw) == {"a": 0.5, "b": [0, 1, 2]}

@@ -1,0 +1,187 @@
+"""ONNX export: real torch.onnx.export + real onnxruntime quantisation, checked against torch.
+
+The fast tests export a tiny randomly initialised BERT policy (same structure as RouterPolicy:
+BERT -> masked mean pooling -> linear head) with the real MiniLM tokenizer; one slow test exports
+a real MiniLM-L6 checkpoint written by textrouter.model.save_checkpoint through the CLI.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from textrouter.errors import RouterError, TableError  # noqa: E402
+from textrouter.export import DEV_TABLE, ExportOptions, QuantOptions, export_policy  # noqa: E402
+from textrouter.folder import MODEL_FILES, ROUTER_JSON, validate_folder  # noqa: E402
+from textrouter.runtime import load_router  # noqa: E402
+from textrouter.text import format_input  # noqa: E402
+
+ACTIONS = ["direct", "asr", "chords"]
+
+
+class TinyPolicy(torch.nn.Module):
+    """RouterPolicy's structure at toy size (2 layers, hidden 32), random weights, fixed seed."""
+
+    def __init__(self, n_actions: int, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=64,
+                                         max_position_embeddings=512)
+        config._attn_implementation = "eager"
+        self.encoder = transformers.BertModel(config, add_pooling_layer=False)
+        self.head = torch.nn.Linear(32, n_actions)
+        torch.nn.init.normal_(self.head.weight, std=2.0)  # spread the logits: a decisive toy router
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float()
+
+
+def _tokenizer_src() -> Path:
+    from textrouter.model import tokenizer_path
+
+    return tokenizer_path()
+
+
+def _rows(n: int) -> list[dict]:
+    return [json.loads(line) for line in DEV_TABLE.read_text().splitlines()[:n]]
+
+
+@pytest.fixture(scope="module")
+def check_table(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("table") / "check.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows(48)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, check_table):
+    policy = TinyPolicy(len(ACTIONS)).eval()
+    out = tmp_path_factory.mktemp("router")
+    meta = {"actions": ACTIONS, "direct_action": "qwen2_audio_direct", "max_length": 64,
+            "column_mapping": {"direct": "qwen2_audio_direct", "asr": "whisper_asr_then_gpt4o",
+                               "chords": "qwen2_caption_then_gpt4o"},
+            "table": {"sha256": "ab" * 32, "name": "check.jsonl", "n_rows": 48},
+            "reward": {"kind": "aligned"}, "seed": 0, "metrics": {"train_routed_accuracy": 0.5}}
+    doc = export_policy(policy, meta, _tokenizer_src(), out,
+                        ExportOptions(check_table=str(check_table), min_int8_agreement=0.0))
+    return policy, out, doc
+
+
+def test_folder_contents_and_metrics(exported):
+    _, out, doc = exported
+    assert (out / ROUTER_JSON).is_file()
+    assert set(doc["files"]) == {"tokenizer.json", "model.onnx", "model.int8.onnx"}
+    meta = validate_folder(out)  # hashes, tokenizer, both ONNX sessions, output width
+    assert meta["actions"] == ACTIONS and meta["max_length"] == 64
+    assert meta["table"]["sha256"] == "ab" * 32 and meta["training"]["seed"] == 0
+    m = meta["metrics"]
+    assert m["check_table"]["n_questions"] == 48
+    assert m["fp32_vs_torch_max_abs_diff"] < 1e-4
+    assert 0.0 <= m["int8_vs_fp32_agreement"] <= 1.0
+    assert m["int8_bytes"] < m["fp32_bytes"]
+    assert meta["created"].endswith("Z") and meta["format_version"] == 1
+    tok = json.loads((out / "tokenizer.json").read_text())
+    assert tok["truncation"]["max_length"] == 64
+    assert tok["padding"]["strategy"] == "BatchLongest"
+
+
+def test_fp32_runtime_matches_torch_on_unseen_shapes(exported):
+    """Dynamic axes: batch sizes and lengths never seen at export give torch's probabilities."""
+    policy, out, _ = exported
+    router = load_router(out, precision="fp32", threads=1)
+    rows = _rows(120)[60:]  # not the check questions
+    got = router.route_batch([{"question": r["question"], "choices": r["choices"]} for r in rows],
+                             batch_size=7)
+    tok = router._tokenizer
+    for r, g in zip(rows, got):
+        enc = tok.encode(format_input(r["question"], r["choices"]))
+        with torch.inference_mode():
+            p = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask])).softmax(-1)[0].numpy()
+        assert np.abs(p - np.array([g["probs"][a] for a in ACTIONS])).max() < 1e-4
+        assert g["action"] == ACTIONS[int(p.argmax())]
+    long = router.route("word " * 500)
+    assert long["truncated"] is True
+
+
+def test_int8_router_loads_and_mostly_agrees(exported):
+    _, out, doc = exported
+    fp32 = load_router(out, precision="fp32", threads=1)
+    int8 = load_router(out, precision="int8", threads=1)
+    items = [{"question": r["question"], "choices": r["choices"]} for r in _rows(48)]
+    a = [x["action"] for x in fp32.route_batch(items)]
+    b = [x["action"] for x in int8.route_batch(items)]
+    agreement = np.mean([x == y for x, y in zip(a, b)])
+    # the export measured the same thing (same questions, batches of 32 there vs 64 here)
+    assert abs(agreement - doc["metrics"]["int8_vs_fp32_agreement"]) <= 0.1
+
+
+def test_failed_int8_check_leaves_no_loadable_folder(tmp_path, check_table):
+    policy = TinyPolicy(2, seed=1).eval()
+    meta = {"actions": ["direct", "asr"], "max_length": 32}
+    with pytest.raises(RouterError, match="int8 picks the same action"):
+        export_policy(policy, meta, _tokenizer_src(), tmp_path,
+                      ExportOptions(check_table=str(check_table), min_int8_agreement=1.01))
+    assert not (tmp_path / ROUTER_JSON).exists()
+    with pytest.raises(RouterError, match="has no router.json"):
+        load_router(tmp_path)
+
+
+def test_export_options_and_inputs_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="weight_type must be one of"):
+        QuantOptions(weight_type="int4")
+    with pytest.raises(ValueError, match="at least one model"):
+        ExportOptions(int8=False, fp32=False)
+    policy = TinyPolicy(2).eval()
+    with pytest.raises(RouterError, match="must start with 'direct'"):
+        export_policy(policy, {"actions": ["asr", "direct"]}, _tokenizer_src(), tmp_path)
+    with pytest.raises(TableError, match="does not exist"):
+        export_policy(policy, {"actions": ["direct", "asr"]}, _tokenizer_src(), tmp_path,
+                      ExportOptions(check_table=str(tmp_path / "missing.jsonl")))
+
+
+def test_cli_export_bad_checkpoint_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "cli.main", "export", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+    assert "audiorouter train" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = subprocess.run([sys.executable, "-m", "cli.main", "export", str(tmp_path / "empty")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "not a router checkpoint" in res.stderr
+
+
+@pytest.mark.slow
+def test_cli_export_real_minilm_checkpoint(tmp_path, check_table):
+    """The real path: save_checkpoint(MiniLM policy) -> `audiorouter export --json` -> load_router."""
+    from textrouter.model import build_policy, save_checkpoint
+
+    policy = build_policy(["direct", "asr"], None, seed=0)
+    with torch.no_grad():
+        torch.nn.init.normal_(policy.head.weight, std=0.5)
+    ckpt = save_checkpoint(policy, tmp_path / "ckpt", {
+        "actions": ["direct", "asr"], "direct_action": "qwen2_audio_direct", "max_length": 128,
+        "column_mapping": {"direct": "qwen2_audio_direct", "asr": "whisper_asr_then_gpt4o"}})
+    res = subprocess.run([sys.executable, "-m", "cli.main", "export", str(ckpt), "--json", "--no-fp32",
+                          "--check-table", str(check_table)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(res.stdout)
+    out = Path(doc["router"])
+    assert out == ckpt / "router" and set(doc["files"]) == {"tokenizer.json", MODEL_FILES["int8"]}
+    assert doc["metrics"]["fp32_vs_torch_max_abs_diff"] < 1e-4
+    router = load_router(out)
+    with torch.inference_mode():
+        enc = router._tokenizer.encode(format_input("What is said?", ["yes", "no"]))
+        p = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask])).softmax(-1)[0].numpy()
+    got = router.route("What is said?", ["yes", "no"])["probs"]
+    assert abs(got["asr"] - float(p[1])) < 0.05  # int8 vs torch on one question

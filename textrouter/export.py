@@ -1,0 +1,340 @@
+"""Export a trained router checkpoint to an ONNX router folder (fp32 + dynamic int8), with checks.
+
+`audiorouter export CKPT [--out OUT]` (default OUT = CKPT/router) does:
+
+1. load the checkpoint (`textrouter.model.load_checkpoint`: LoRA already merged, eval mode);
+2. `torch.onnx.export(dynamo=False)` -> model.onnx: input_ids, attention_mask int64 [batch, seq]
+   (both axes dynamic) -> logits float32 [batch, actions], opset 17;
+3. `onnxruntime.quantization.quantize_dynamic` -> model.int8.onnx (int8 weights, activations
+   quantised on the fly per call);
+4. tokenizer.json copied with truncation at max_length and dynamic (batch-longest) padding;
+5. checks on the check questions (default: the bundled 499-question dev table), on identical
+   token ids: fp32 ONNX vs torch max |dp| (must be < 1e-4) and int8 vs fp32 argmax agreement
+   (must be >= 0.99); the figures go into router.json `metrics`; a failed check raises RouterError
+   and leaves no router.json (the folder does not load);
+6. router.json written last, atomically, with every file's sha256.
+
+torch/onnx/onnxruntime.quantization are imported inside functions (the `[train]` extra).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from textrouter.errors import RouterError, TableError
+from textrouter.folder import (INPUT_NAMES, INPUT_TEMPLATE, MODEL_FILES, OUTPUT_NAME, ROUTER_JSON,
+                               TOKENIZER_FILE, atomic_write_text, sha256_file, write_router_json)
+from textrouter.text import format_input
+
+DEV_TABLE = Path(__file__).resolve().parent / "data" / "mmau-mini-outcomes-dev.jsonl"
+OPSET = 17
+MAX_FP32_DIFF = 1e-4       # max |p_onnx - p_torch| over all check questions and actions
+MIN_INT8_AGREEMENT = 0.99  # share of check questions where int8 and fp32 pick the same action
+CHECK_BATCH = 32           # questions per forward pass during the checks
+
+WEIGHT_TYPES = ("qint8", "quint8")
+QUANT_OP_SETS = {"matmul": ("MatMul",), "matmul+gather": ("MatMul", "Gather"),
+                 "matmul+gemm": ("MatMul", "Gemm"), "matmul+gemm+gather": ("MatMul", "Gemm", "Gather")}
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Dynamic int8 quantisation settings (see docs/router-runtime.md for the measured choice).
+
+    weight_type: qint8 (signed) or quint8; ops: a key of QUANT_OP_SETS ("matmul+gather" also
+    quantises the 30522x384 word-embedding table: 90 MB -> ~23 MB on disk); per_channel: one scale
+    per output channel of each weight matrix.
+    """
+
+    weight_type: str = "qint8"
+    ops: str = "matmul+gather"
+    per_channel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.weight_type not in WEIGHT_TYPES:
+            raise ValueError(f"weight_type must be one of {list(WEIGHT_TYPES)} (got {self.weight_type!r})")
+        if self.ops not in QUANT_OP_SETS:
+            raise ValueError(f"ops must be one of {sorted(QUANT_OP_SETS)} (got {self.ops!r})")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    int8: bool = True                 # write model.int8.onnx
+    fp32: bool = True                 # keep model.onnx in the folder (always built for the checks)
+    quant: QuantOptions = field(default_factory=QuantOptions)
+    check_table: str | None = None    # questions for the checks; None = the bundled dev table
+    max_fp32_diff: float = MAX_FP32_DIFF
+    min_int8_agreement: float = MIN_INT8_AGREEMENT
+
+    def __post_init__(self) -> None:
+        if not (self.int8 or self.fp32):
+            raise ValueError("export needs at least one model: keep --int8 or --fp32")
+
+
+# ---------------------------------------------------------------------------------------------
+# check questions
+
+
+def read_check_texts(path: str | os.PathLike | None = None) -> tuple[list[str], str, str]:
+    """(router input texts, table sha256, table name) of a JSONL / JSON-list table of questions."""
+    path = Path(path) if path is not None else DEV_TABLE
+    if not path.is_file():
+        raise TableError(f"check table {path} does not exist; pass a JSONL outcome table with --check-table")
+    raw = path.read_text(encoding="utf-8")
+    try:
+        if raw.lstrip().startswith("["):
+            rows = json.loads(raw)
+        else:
+            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise TableError(f"check table {path} is not valid JSON/JSONL ({exc}); fix the file or pass another "
+                         "with --check-table") from None
+    texts = []
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not str(row.get("question", "")).strip():
+            raise TableError(f"check table {path} row {i} has no question; every row needs a 'question'")
+        texts.append(format_input(row["question"], row.get("choices")))
+    if not texts:
+        raise TableError(f"check table {path} is empty; pass a table with at least one question")
+    return texts, sha256_file(path), path.name
+
+
+def _encode_batches(tokenizer, texts: Sequence[str], batch: int = CHECK_BATCH):
+    """Yield (input_ids, attention_mask) int64 numpy arrays, padded to each batch's longest."""
+    import numpy as np
+
+    for start in range(0, len(texts), batch):
+        encs = tokenizer.encode_batch(list(texts[start:start + batch]))
+        yield (np.array([e.ids for e in encs], dtype=np.int64),
+               np.array([e.attention_mask for e in encs], dtype=np.int64))
+
+
+def _softmax(x):
+    import numpy as np
+
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def torch_probs(policy, batches) -> Any:
+    import numpy as np
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for ids, mask in batches:
+            logits = policy(torch.from_numpy(ids), torch.from_numpy(mask))
+            out.append(_softmax(logits.double().numpy()))
+    return np.concatenate(out)
+
+
+def onnx_probs(model_path: Path, batches, threads: int | None = None) -> Any:
+    import numpy as np
+
+    from textrouter.folder import open_session
+
+    sess = open_session(model_path, threads=threads)
+    out = []
+    for ids, mask in batches:
+        (logits,) = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        out.append(_softmax(logits.astype(np.float64)))
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps
+
+
+def export_fp32(policy, path: Path, n_actions: int) -> None:
+    """torch.onnx.export (TorchScript exporter, dynamo=False) with dynamic batch and sequence axes."""
+    import torch
+
+    policy.eval()
+    ids = torch.tensor([[101, 7592, 2088, 102, 0, 0], [101, 2054, 2003, 2023, 1029, 102]], dtype=torch.long)
+    mask = (ids != 0).long()
+    tmp = path.with_name(path.name + ".tmp")
+    with torch.inference_mode():
+        torch.onnx.export(policy, (ids, mask), str(tmp), input_names=list(INPUT_NAMES),
+                          output_names=[OUTPUT_NAME],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
+                                        "attention_mask": {0: "batch", 1: "seq"},
+                                        OUTPUT_NAME: {0: "batch"}},
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    _fix_output_width(tmp, n_actions)
+    os.replace(tmp, path)
+
+
+def _fix_output_width(path: Path, n_actions: int) -> None:
+    """Make the logits output shape [batch, n_actions] explicit (the loader checks the width)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) != 2:
+        raise RouterError(f"exported logits have rank {len(dims)}, expected 2 (a bug in the policy's forward)")
+    if dims[1].HasField("dim_param") or dims[1].dim_value != n_actions:
+        dims[1].Clear()
+        dims[1].dim_value = n_actions
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, quant: QuantOptions) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = int8_path.with_name(int8_path.name + ".tmp.onnx")
+    weight_type = QuantType.QInt8 if quant.weight_type == "qint8" else QuantType.QUInt8
+    quantize_dynamic(str(fp32_path), str(tmp), weight_type=weight_type,
+                     op_types_to_quantize=list(QUANT_OP_SETS[quant.ops]), per_channel=quant.per_channel)
+    os.replace(tmp, int8_path)
+
+
+def write_tokenizer(src: Path, dst: Path, max_length: int) -> None:
+    """Copy the encoder's tokenizer with truncation = max_length and batch-longest padding."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(src))
+    tok.enable_truncation(max_length=max_length)
+    tok.no_padding()
+    tok.enable_padding(pad_id=tok.token_to_id("[PAD]") or 0, pad_token="[PAD]")  # length None = longest
+    atomic_write_text(dst, tok.to_str())
+
+
+def _table_info(meta: Mapping[str, Any]) -> dict:
+    """Normalise the checkpoint's training-table fields into {sha256, name, n_rows}."""
+    table = dict(meta.get("table") or {}) if isinstance(meta.get("table"), dict) else {}
+    for src, dst in (("table_sha256", "sha256"), ("table_name", "name"), ("table_path", "name"),
+                     ("table_rows", "n_rows"), ("n_rows", "n_rows"), ("table_n_rows", "n_rows")):
+        if src in meta and dst not in table:
+            table[dst] = Path(meta[src]).name if src == "table_path" else meta[src]
+    return table
+
+
+def router_meta(ckpt_meta: Mapping[str, Any], max_length: int) -> dict:
+    """router.json fields carried over from a checkpoint's meta (files/metrics added later)."""
+    actions = list(ckpt_meta["actions"])
+    keep = {k: ckpt_meta[k] for k in ("seed", "mode", "group", "epochs") if k in ckpt_meta}
+    return {
+        "actions": actions,
+        "direct_action": ckpt_meta.get("direct_action", actions[0]),
+        "column_mapping": ckpt_meta.get("column_mapping", {}),
+        "encoder": ckpt_meta.get("encoder", "sentence-transformers/all-MiniLM-L6-v2"),
+        "max_length": int(max_length),
+        "input_template": INPUT_TEMPLATE,
+        "reward": ckpt_meta.get("reward", ckpt_meta.get("reward_config")),
+        "table": _table_info(ckpt_meta),
+        "training": {**keep, "metrics": ckpt_meta.get("metrics", ckpt_meta.get("train_metrics"))},
+    }
+
+
+def export_policy(policy, ckpt_meta: Mapping[str, Any], tokenizer_src: str | os.PathLike,
+                  out_dir: str | os.PathLike, options: ExportOptions = ExportOptions(),
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Write a complete router folder for an in-memory policy; return the router.json dict."""
+    say = progress or (lambda msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ROUTER_JSON).unlink(missing_ok=True)  # until the checks pass the folder must not load
+    actions = list(ckpt_meta["actions"])
+    if not actions or actions[0] != "direct":
+        raise RouterError(f"checkpoint actions {actions} must start with 'direct'; retrain with "
+                          "`audiorouter train` (action 0 is always direct)")
+    max_length = int(ckpt_meta.get("max_length", 128))
+    texts, check_sha, check_name = read_check_texts(options.check_table)
+    t_start = time.perf_counter()
+
+    write_tokenizer(Path(tokenizer_src), out / TOKENIZER_FILE, max_length)
+    from textrouter.folder import load_tokenizer
+
+    tokenizer = load_tokenizer(out, max_length)
+    batches = list(_encode_batches(tokenizer, texts))
+
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as tmp:
+        fp32_path = (out if options.fp32 else Path(tmp)) / MODEL_FILES["fp32"]
+        say("exporting fp32 ONNX")
+        export_fp32(policy, fp32_path, len(actions))
+        say(f"checking fp32 ONNX against torch on {len(texts)} questions")
+        p_torch = torch_probs(policy, batches)
+        p_fp32 = onnx_probs(fp32_path, batches)
+        fp32_diff = float(abs(p_fp32 - p_torch).max())
+        metrics: dict[str, Any] = {
+            "check_table": {"name": check_name, "sha256": check_sha, "n_questions": len(texts)},
+            "fp32_vs_torch_max_abs_diff": fp32_diff,
+            "fp32_vs_torch_agreement": float((p_fp32.argmax(1) == p_torch.argmax(1)).mean()),
+            "torch_action_share": {a: float((p_torch.argmax(1) == i).mean()) for i, a in enumerate(actions)},
+            "fp32_bytes": fp32_path.stat().st_size,
+        }
+        if fp32_diff >= options.max_fp32_diff:
+            raise RouterError(f"fp32 ONNX differs from torch by {fp32_diff:.2e} (limit {options.max_fp32_diff:g}) "
+                              "on the check questions; the export is wrong: report it with the checkpoint")
+        if options.int8:
+            int8_path = out / MODEL_FILES["int8"]
+            say(f"quantising to int8 ({options.quant.weight_type}, {options.quant.ops})")
+            quantize_int8(fp32_path, int8_path, options.quant)
+            p_int8 = onnx_probs(int8_path, batches)
+            agreement = float((p_int8.argmax(1) == p_fp32.argmax(1)).mean())
+            metrics.update({
+                "int8_vs_fp32_agreement": agreement,
+                "int8_vs_fp32_max_abs_diff": float(abs(p_int8 - p_fp32).max()),
+                "int8_bytes": int8_path.stat().st_size,
+                "quantization": {"weight_type": options.quant.weight_type,
+                                 "op_types": list(QUANT_OP_SETS[options.quant.ops]),
+                                 "per_channel": options.quant.per_channel},
+            })
+            if agreement < options.min_int8_agreement:
+                raise RouterError(f"int8 picks the same action as fp32 on only {agreement:.1%} of the check "
+                                  f"questions (need {options.min_int8_agreement:.0%}); export with --no-int8 "
+                                  "(fp32 only) or try another quantisation (see docs/router-runtime.md)")
+        else:
+            (out / MODEL_FILES["int8"]).unlink(missing_ok=True)
+        if not options.fp32:
+            (out / MODEL_FILES["fp32"]).unlink(missing_ok=True)
+    metrics["export_seconds"] = round(time.perf_counter() - t_start, 2)
+
+    doc = router_meta(ckpt_meta, max_length)
+    doc["metrics"] = metrics
+    files = [TOKENIZER_FILE] + [MODEL_FILES[p] for p, keep in (("fp32", options.fp32), ("int8", options.int8))
+                                if keep]
+    return write_router_json(out, doc, files=files)
+
+
+def export_checkpoint(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                      options: ExportOptions = ExportOptions(),
+                      progress: Callable[[str], None] | None = None) -> tuple[Path, dict]:
+    """Checkpoint folder (textrouter.model.save_checkpoint) -> router folder. Returns (out, router.json)."""
+    from textrouter.model import CHECKPOINT_TOKENIZER, load_checkpoint, tokenizer_path
+
+    ckpt = Path(ckpt_dir)
+    out = Path(out_dir) if out_dir is not None else ckpt / "router"
+    if out.resolve() == ckpt.resolve():
+        raise RouterError(f"--out {out} is the checkpoint folder itself; pick another folder (default: {ckpt}/router)")
+    if progress is not None:
+        progress("loading checkpoint")
+    policy, meta = load_checkpoint(ckpt)
+    tok = ckpt / CHECKPOINT_TOKENIZER
+    doc = export_policy(policy, meta, tok if tok.is_file() else tokenizer_path(), out, options, progress)
+    return out, doc
+
+
+def copy_router(src: str | os.PathLike, dst: str | os.PathLike, precisions: Sequence[str] = ("int8",)) -> dict:
+    """Copy a router folder keeping only some precisions; router.json rewritten with new hashes."""
+    src, dst = Path(src), Path(dst)
+    meta = json.loads((src / ROUTER_JSON).read_text(encoding="utf-8"))
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / ROUTER_JSON).unlink(missing_ok=True)
+    names = [TOKENIZER_FILE] + [MODEL_FILES[p] for p in precisions]
+    for name in names:
+        shutil.copyfile(src / name, dst / (name + ".tmp"))
+        os.replace(dst / (name + ".tmp"), dst / name)
+    for p, name in MODEL_FILES.items():
+        if p not in precisions:
+            (dst / name).unlink(missing_ok=True)
+    meta.pop("files", None)
+    return write_router_json(dst, meta, files=names)
