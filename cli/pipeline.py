@@ -118,7 +118,8 @@ def load_router(router_dir: str | Path | None = None, precision: str = "int8"):
     return _load(None if router_dir is None else str(router_dir), precision=precision)
 
 
-def router_label(router, router_dir: str | Path | None) -> str:
+def router_label(router_dir: str | Path | None) -> str:
+    """How results name the router: 'default' (bundled) or the folder given."""
     return "default" if router_dir is None else str(router_dir)
 
 
@@ -300,6 +301,7 @@ def route_question(router, question: str, choices: Sequence[str] | None, audio: 
                           cached=False)
         timings["reasoner_ms"] = (time.perf_counter() - t) * 1000.0
     timings["total_ms"] = (time.perf_counter() - t0) * 1000.0
+    timings = {k: round(v, 3) for k, v in timings.items()}
     return {"question": question, "choices": list(choices) if choices else [], "audio": str(audio),
             "routing": routing, "evidence": evidence, "answer": answer, "timings": timings}
 
@@ -444,16 +446,19 @@ def _short_answer(ans: Mapping[str, Any]) -> dict:
 
 def collect(dataset: Dataset, reasoner, tools: Sequence[str], out: str | Path, *,
             use_cache: bool = True, max_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-            on_row: Callable[[dict], None] | None = None) -> RunSummary:
+            chunk_size: int = DEFAULT_CHUNK, on_row: Callable[[dict], None] | None = None) -> RunSummary:
     """Run the reasoner directly and with each tool's evidence on every question -> outcome table.
 
     Table rows: {id, question, choices, answer, task, audio, outcomes{direct, <tool>...},
     predictions{action: answer}, reasoner}. Unusable rows go to `<out>.errors.jsonl` (the table
-    stays trainable) and are retried on the next run.
+    stays trainable) and are retried on the next run. Questions go `chunk_size` at a time: tools
+    per question (CPU), then all (question, action) reasoner requests of the chunk together.
     """
     from reasoner.errors import ReasonerUnavailable
     from toolcache.errors import ToolcacheError
 
+    if chunk_size < 1:
+        raise ValueError(f"--concurrency must be >= 1 (got {chunk_size})")
     out = Path(out)
     cache = AnswerCache(reasoner, enabled=use_cache)
     rid = identity_digest(cache.identity)
@@ -472,49 +477,60 @@ def collect(dataset: Dataset, reasoner, tools: Sequence[str], out: str | Path, *
                     f"{out} holds rows without outcomes for {', '.join(sorted(set(actions) - have))}; "
                     "write to a new --out file to collect another tool set")
         done = {row["id"] for row in table.rows if "id" in row}
-        for q in dataset.questions:
-            if q.id in done:
-                summary.skipped_done += 1
-                continue
-            summary.processed += 1
-            sha, err = _audio_or_error(q)
-            if err is None and q.answer is None:
-                err = f"row {q.id}: no 'answer' field (collect scores answers: add the correct choice)"
-            row: dict
-            failure: BaseException | None = None
-            if err is not None:
-                row = _error_row(q, err)
-            else:
-                try:
-                    evidence = {"direct": None, **run_tools(tools, q.audio)}  # one decode for all tools
-                    answers = cache.answer_many([(q.audio, sha, q.question, q.choices, evidence[a]) for a in actions])
-                    failed = next((a for a in answers if isinstance(a, BaseException)), None)
+        pending = [q for q in dataset.questions if q.id not in done]
+        summary.skipped_done = len(dataset) - len(pending)
+        for start in range(0, len(pending), chunk_size):
+            chunk = pending[start:start + chunk_size]
+            # 1. audio check + every tool, per question (one decode per clip for all tools)
+            staged: list[tuple[Question, str | None, dict | None, str | None]] = []
+            for q in chunk:
+                sha, err = _audio_or_error(q)
+                if err is None and q.answer is None:
+                    err = f"row {q.id}: no 'answer' field (collect scores answers: add the correct choice)"
+                evidence = None
+                if err is None:
+                    try:
+                        evidence = {"direct": None, **run_tools(tools, q.audio)}
+                    except ToolcacheError as exc:
+                        err = f"row {q.id}: {exc}"
+                staged.append((q, sha, evidence, err))
+            # 2. all reasoner requests of the chunk together (direct + one per tool, per question)
+            asks = [(q.audio, sha, q.question, q.choices, ev[a])
+                    for q, sha, ev, err in staged if err is None for a in actions]
+            answers = iter(cache.answer_many(asks)) if asks else iter(())
+            # 3. rows in dataset order, each flushed + fsync'd
+            for q, sha, ev, err in staged:
+                failure: BaseException | None = None
+                if err is None:
+                    got = [next(answers) for _ in actions]
+                    failed = next((a for a in got if isinstance(a, BaseException)), None)
+                    if failed is not None and not isinstance(failed, ReasonerUnavailable):
+                        raise failed  # bad configuration (4xx, unknown model): stop; rows so far are kept
                     if failed is not None:
-                        raise failed  # ReasonerUnavailable: error row below; other errors stop the run
-                    if any(not a.get("cached") for a in answers):
-                        guard.ok()
-                    preds, outcomes = {}, {}
-                    for action, ans in zip(actions, answers):
-                        preds[action] = _short_answer(ans)
-                        outcomes[action] = int(is_correct(ans.get("choice"), q.answer))
-                        if ans.get("matched_by") == "none":
-                            summary.unmatched[action] = summary.unmatched.get(action, 0) + 1
-                    row = {"id": q.id, "question": q.question, "choices": list(q.choices), "answer": q.answer,
-                           "task": q.group, "audio": q.audio, "outcomes": outcomes, "predictions": preds,
-                           "reasoner": rid}
-                except ReasonerUnavailable as exc:
-                    row, failure = _error_row(q, f"row {q.id}: {exc}"), exc
-                except ToolcacheError as exc:
-                    row = _error_row(q, f"row {q.id}: {exc}")
-            if "error" in row:
-                summary.errors += 1
-                errs.write(row)
-            else:
-                table.write(row)
-            if on_row is not None:
-                on_row(row)
-            if failure is not None:
-                guard.failed(failure)  # raises (ends the run) when the server looks down
+                        err, failure = f"row {q.id}: {failed}", failed
+                    else:
+                        if any(not a.get("cached") for a in got):
+                            guard.ok()
+                        preds, outcomes = {}, {}
+                        for action, ans in zip(actions, got):
+                            preds[action] = _short_answer(ans)
+                            outcomes[action] = int(is_correct(ans.get("choice"), q.answer))
+                            if ans.get("matched_by") == "none":
+                                summary.unmatched[action] = summary.unmatched.get(action, 0) + 1
+                        row = {"id": q.id, "question": q.question, "choices": list(q.choices), "answer": q.answer,
+                               "task": q.group, "audio": q.audio, "outcomes": outcomes, "predictions": preds,
+                               "reasoner": rid}
+                summary.processed += 1
+                if err is not None:
+                    row = _error_row(q, err)
+                    summary.errors += 1
+                    errs.write(row)
+                else:
+                    table.write(row)
+                if on_row is not None:
+                    on_row(row)
+                if failure is not None:
+                    guard.failed(failure)  # raises (ends the run) when the server looks down
     summary.server_calls, summary.cache_hits = cache.misses, cache.hits
     return summary
 
@@ -610,8 +626,8 @@ def batch(dataset: Dataset, router, reasoner, out: str | Path, *, router_name: s
                         if not ans.get("cached"):
                             guard.ok()
                         doc["answer"] = ans
-                        doc["timings"]["reasoner_ms"] = share_ms
-                        doc["timings"]["total_ms"] += share_ms
+                        doc["timings"]["reasoner_ms"] = round(share_ms, 3)
+                        doc["timings"]["total_ms"] = round(doc["timings"]["total_ms"] + share_ms, 3)
                 if err is not None:
                     record = dict(q.row)
                     record.update({k: "" for k in PREDICTION_KEYS})

@@ -72,13 +72,14 @@ def evidence_table(evidence: Mapping[str, Any]) -> Table:
 
 
 def answer_table(answer: Mapping[str, Any]) -> Table:
-    t = Table(title=f"answer ({answer.get('model')}, {1000.0 * float(answer.get('elapsed_s') or 0.0):.0f} ms)",
-              title_justify="left")
+    status = "cached" if answer.get("cached") else f"{1000.0 * float(answer.get('elapsed_s') or 0.0):.0f} ms"
+    t = Table(title=f"answer ({status})", title_justify="left")
     t.add_column("field")
     t.add_column("value", overflow="fold")
     t.add_row("choice", str(answer.get("choice")))
     t.add_row("matched_by", str(answer.get("matched_by")))
     t.add_row("raw", compact(answer.get("raw") or "", 400))
+    t.add_row("model", str(answer.get("model")))
     return t
 
 

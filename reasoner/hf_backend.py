@@ -183,17 +183,20 @@ class HFReasoner(Reasoner):
         wav/flac/ogg/mp3 directly and soxr is the resampler librosa itself uses.)
         """
         import numpy as np
+        import soundfile
+        import soxr
 
         try:
-            import soundfile
-            import soxr
-
             data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
             waveform = data.mean(axis=1)  # mix down to mono
             if rate != SAMPLING_RATE:
                 waveform = soxr.resample(waveform, rate, SAMPLING_RATE, quality="HQ")
-        except Exception:  # noqa: BLE001 - not a soundfile format: let librosa/audioread try
-            try:
+        except Exception as first:  # noqa: BLE001 - libsndfile raises its own error types
+            if path.suffix.lower().lstrip(".").upper() in soundfile.available_formats():
+                # a format libsndfile knows (wav, flac, ogg, mp3, ...) that it cannot read: broken file
+                raise ReasonerError(f"cannot decode audio {path}: {first} (check the file; re-encode it "
+                                    "with sox or ffmpeg)") from first
+            try:  # other containers (m4a, webm, ...): librosa / audioread (ffmpeg)
                 import librosa
 
                 waveform, _ = librosa.load(str(path), sr=SAMPLING_RATE, mono=True)
@@ -210,19 +213,38 @@ class HFReasoner(Reasoner):
         processor, model = self.load()
         import torch
 
-        texts = [processor.apply_chat_template(self._conversation(item), add_generation_prompt=True, tokenize=False)
-                 for item in items]
-        audios = [self._load_audio(item.audio_path) for item in items]
+        # Decode each clip first: a clip that fails gets its error in its slot, the others still run.
+        replies: list = [None] * len(items)
+        good: list[int] = []
+        audios = []
+        for i, item in enumerate(items):
+            try:
+                audios.append(self._load_audio(item.audio_path))
+                good.append(i)
+            except ReasonerError as exc:
+                replies[i] = exc
+        if not good:
+            return replies
+        texts = [processor.apply_chat_template(self._conversation(items[i]), add_generation_prompt=True,
+                                               tokenize=False) for i in good]
         inputs = processor(text=texts, audio=audios, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
         inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()
                   if k not in ("num_audio_tokens",)}
         if "input_features" in inputs:
             inputs["input_features"] = inputs["input_features"].to(model.dtype)
-        with self._lock, torch.inference_mode():
-            output = self._generate_ids(model, inputs)
+        try:
+            with self._lock, torch.inference_mode():
+                output = self._generate_ids(model, inputs)
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise ReasonerError(f"{self.name} ran out of memory on {self.device} for a batch of {len(good)} "
+                                    "(lower --batch-size, or use --dtype bfloat16)") from exc
+            raise
         sequences = output.sequences if hasattr(output, "sequences") else output
         new_tokens = sequences[:, inputs["input_ids"].shape[1]:]  # drop the (left-padded) prompt
-        return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        for i, text in zip(good, processor.batch_decode(new_tokens, skip_special_tokens=True)):
+            replies[i] = text.strip()
+        return replies
 
     def _batch_size(self) -> int:
         return self.options.batch_size

@@ -14,6 +14,7 @@ model, bad request) and malformed replies raise ReasonerError at once: retrying 
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import random
@@ -47,13 +48,24 @@ class _Retryable(Exception):
         self.timed_out = timed_out
 
 
+@functools.lru_cache(maxsize=8)
+def _b64_file(path: str, mtime_ns: int, size: int) -> str:
+    """Base64 of a file, memoised: `collect` sends the same clip once per action (direct + tools).
+    mtime/size are part of the key so an edited file is re-read."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def audio_part(path: Path, style: str) -> dict:
     """The chat content part carrying the audio file's bytes, base64-encoded, unchanged."""
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ReasonerError(f"audio format {path.suffix!r} of {path.name} cannot be sent; "
                             f"use one of {', '.join(sorted(_FORMATS))} (convert with sox or ffmpeg)")
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    try:
+        stat = path.stat()
+        data = _b64_file(str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError as exc:
+        raise ReasonerError(f"cannot read audio {path}: {exc.strerror or exc} (check the file and its permissions)") from exc
     if style == "audio_url":
         return {"type": "audio_url", "audio_url": {"url": f"data:audio/{fmt};base64,{data}"}}
     return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}

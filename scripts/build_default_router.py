@@ -9,16 +9,22 @@ real outcome table (textrouter/data/mmau-mini-outcomes-dev.jsonl, 499 MMAU test-
     asr    = whisper_asr_then_gpt4o    (Whisper transcript, then a reasoner answers)
 
 Training uses textrouter's own API (the same code as `audiorouter train`): MiniLM-L6 encoder,
-masked mean pooling, linear head; `--mode lora` (default, the paper's recipe: LoRA r16/alpha32 on
-the encoder + head, one epoch) or `--mode head` (frozen encoder, head only; seconds). The export
+masked mean pooling, linear head; `--mode head` (default: frozen encoder, GRPO on the head,
+textrouter.grpo defaults) or `--mode lora` (the paper's recipe: LoRA r16/alpha32 + head, one
+epoch). Why head by default, measured on this table (direct vs asr, seed 0):
+  head, 5-fold CV (textrouter.evaluate.cross_validate): routed accuracy 58.5% vs always-direct
+    54.5%, supervised per-action logreg 57.3%, oracle 69.3%;
+  lora, one epoch on all 499 rows: calls the tool on 0.4% of the questions, in-sample routed
+    accuracy 54.7% (= always direct): one epoch at the default learning rates barely moves it.
+The export
 is `textrouter.export.export_policy` (fp32 ONNX checked against torch, dynamic int8 checked against
 fp32 on the 499 questions); only the int8 model is shipped.
 
 Deterministic: fixed seed, deterministic torch ops, a deterministic exporter and quantiser;
 re-running gives the same model.int8.onnx bytes (router.json differs only in `created`).
 
-    python scripts/build_default_router.py                 # LoRA mode, seed 0
-    python scripts/build_default_router.py --mode head     # quick, frozen encoder
+    python scripts/build_default_router.py                 # head mode, seed 0 (~3 min on 2 cores)
+    python scripts/build_default_router.py --mode lora     # paper recipe (~5 min training)
     python scripts/build_default_router.py --out /tmp/r    # somewhere else
 
 Retrain for your reasoner and tools: collect an outcome table with `audiorouter collect`, then
@@ -121,7 +127,7 @@ def build(out: Path, mode: str, seed: int, reward: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=TARGET)
-    ap.add_argument("--mode", choices=("lora", "head"), default="lora")
+    ap.add_argument("--mode", choices=("head", "lora"), default="head")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reward", default="aligned", help="aligned (default), relative (paper), absolute")
     args = ap.parse_args(argv)

@@ -281,3 +281,12 @@ def test_values_are_plain_json(tmp_path):
     assert c.get_json("tool", {"tool": "np"}) == {"a": 0.5, "b": [0, 1, 2]}
     raw = c.conn.execute("SELECT value FROM entries").fetchone()[0]
     assert json.loads(raw) == {"a": 0.5, "b": [0, 1, 2]}
+
+
+def test_import_toolcache_is_light():
+    code = ("import sys, toolcache\n"
+            "toolcache.run, toolcache.Cache, toolcache.load_audio, toolcache.AudioError\n"
+            "heavy = [m for m in ('faster_whisper', 'onnxruntime', 'librosa', 'torch', 'ctranslate2') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"import toolcache pulled in {out}"

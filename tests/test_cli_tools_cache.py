@@ -74,7 +74,7 @@ def test_tools_run_twice_second_is_cached(need_tool, birds_wav):
     second = invoke("tools", "run", TOOL, birds_wav, "--json")
     env2 = json.loads(second.stdout)
     assert env2["cached"] is True and env2["result"] == env["result"]
-    assert env2["elapsed_s"] < 0.05
+    assert env2["elapsed_s"] < 0.25  # a hit: no decode, no model (typically well under 1 ms)
     table = invoke("tools", "run", TOOL, birds_wav)
     assert table.exit_code == 0 and "served from the cache" in table.stdout
     # A changed parameter is a different result: a miss, then a hit.

@@ -126,10 +126,11 @@ def test_collect_counts_answers_that_match_no_choice(tmp_path):
 
     ds = _write_jsonl(tmp_path / "q.jsonl", ROWS[:3])
     table = tmp_path / "t.jsonl"
-    with OpenAITestServer(policy=vague) as server:
+    with OpenAITestServer(policy=vague, delay_s=0.3) as server:
         res = _invoke("collect", str(ds), "--out", str(table), "--tools", "asr", "--audio-root", str(EXAMPLES),
                       "--reasoner-url", server.url, "--model", server.model, "--json")
     assert res.exit_code == 0, res.stderr
+    assert server.max_in_flight >= 2  # direct and asr (and the other questions) asked together
     doc = json.loads(res.stdout)
     assert doc["unmatched"] == {"direct": 1, "asr": 1}
     assert doc["table_report"]["unmatched"] == {"direct": 1, "asr": 1}
@@ -212,7 +213,11 @@ def test_batch_killed_midway_resumes_without_recomputing_or_losing_rows(tmp_path
         assert p["tool_called"] == (p["route_action"] == "asr")
         assert p["raw_answer"] and p["matched_by"] != "none"
         assert p["sub-category"] == "demo"  # original keys kept
-    assert by_id["s1"]["route_action"] == "asr" and by_id["s1"]["model_output"] == "Chicago"
+    for qid, right in (("s1", "Chicago"), ("s2", "New Jersey")):
+        # the answer follows the routing: the transcript's option with ASR, option A without
+        expected = right if by_id[qid]["route_action"] == "asr" else by_id[qid]["choices"][0]
+        assert by_id[qid]["model_output"] == expected
+        assert by_id[qid]["correct"] == (expected == right)
     assert "error" in by_id["gone"] and "no-such-clip.wav" in by_id["gone"]["error"]
     assert "error" in by_id["nochoices"]
     assert summary["report"]["errors"] == 2 and summary["report"]["scored"] == 3
@@ -226,13 +231,22 @@ def test_batch_mmar_jsonl_accuracy_table(tmp_path):
              "sub-category": "demo"} for r in ROWS[:3]]
     ds = _write_jsonl(tmp_path / "MMAR-meta.jsonl", rows)
     out = tmp_path / "mmar-pred.json"
-    with OpenAITestServer() as server:
+    def vague(body):  # the reasoner rambles for the bird question
+        return "Hard to say, maybe something else." if "animal" in prompt_text_of(body) else default_policy(body)
+
+    with OpenAITestServer(policy=vague, delay_s=0.5) as server:  # slow replies: requests overlap
         res = _invoke(*_batch_args(ds, out, server))
     assert res.exit_code == 0, res.stderr
+    assert server.max_in_flight >= 2  # the chunk's requests went out together, not one by one
     text = " ".join(res.stdout.split())
     assert "accuracy" in text and "Semantic" in text and "Signal" in text and "tool-call rate" in text
+    assert "no choice matched │ 1" in text
     preds = json.loads(out.read_text())
     assert all("answer_prediction" in p and p["category"] in ("Semantic", "Signal") for p in preds)
+    b1 = preds[2]
+    # unmatched: recorded as such, the raw reply is the prediction (the benchmark scores it), not right
+    assert b1["matched_by"] == "none" and b1["answer_prediction"] == "Hard to say, maybe something else."
+    assert b1["correct"] is False
 
 
 def test_batch_timeouts_record_error_rows_then_stop_after_consecutive_failures(tmp_path):

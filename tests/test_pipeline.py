@@ -3,8 +3,6 @@ resumable JSONL, atomic JSON, the failure guard, and one routed question on real
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest

@@ -181,13 +181,23 @@ def test_qwen2_audio_tiny_answer_and_batch(tiny_qwen2_audio, speech_wav, birds_w
         assert res["raw"] == r.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
-def test_qwen25_omni_thinker_tiny_answer(tiny_qwen25_omni_thinker, speech_wav):
+def test_qwen25_omni_thinker_tiny_answer(tiny_qwen25_omni_thinker, speech_wav, tmp_path):
     r = reasoner.create_reasoner("qwen2.5-omni", model=str(tiny_qwen25_omni_thinker), device="cpu",
                                  max_new_tokens=4)
     calls = _spy_generate(r)
     result = r.answer(speech_wav, QUESTION, CHOICES)
     _check_single_call(r, calls, result, 750, "<|audio_bos|>")
     assert "feature_attention_mask" in calls[0]["inputs"]
+    # a clip that cannot be decoded fails alone; the rest of the batch is still answered
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00not really a wav file")
+    calls.clear()
+    results = r.answer_many([{"audio_path": broken, "question": QUESTION, "choices": CHOICES},
+                             {"audio_path": speech_wav, "question": QUESTION, "choices": CHOICES}],
+                            return_exceptions=True)
+    assert isinstance(results[0], ReasonerError) and "cannot decode audio" in str(results[0])
+    assert results[1]["raw"] == result["raw"]  # same question, same audio, greedy: same answer
+    assert len(calls) == 1 and calls[0]["inputs"]["input_ids"].shape[0] == 1
 
 
 def test_qwen25_omni_full_checkpoint_answers_with_its_thinker(tiny_qwen25_omni_thinker, tmp_path, speech_wav):

@@ -76,12 +76,11 @@ def test_route_batch_matches_route_and_keeps_order(router, dev_rows):
     batch = router.route_batch(items, batch_size=32)
     assert len(batch) == len(items)
     single = [router.route(r["question"], r["choices"]) for r in dev_rows]
-    # int8 activations are quantised per batch (dynamic), so probabilities move slightly with
-    # the batch; the chosen action must (almost) never change and order must be kept
-    same = sum(b["action"] == s["action"] for b, s in zip(batch, single))
-    assert same >= 0.97 * len(items)
+    # blockwise int8 quantises activations per token row, so padding and batch neighbours do not
+    # change a question's probabilities (per-tensor dynamic int8 would move them by up to ~0.05)
+    assert [b["action"] for b in batch] == [s["action"] for s in single]
     diffs = [abs(b["probs"]["asr"] - s["probs"]["asr"]) for b, s in zip(batch, single)]
-    assert max(diffs) < 0.05
+    assert max(diffs) < 1e-4
     # tuple and plain-string items are accepted too
     assert router.route_batch([(items[0]["question"], items[0]["choices"]), items[1]["question"]])[0][
         "probs"] == pytest.approx(router.route_batch([items[0]])[0]["probs"], abs=1e-6)

@@ -142,3 +142,11 @@ def test_through_toolcache_run_with_a_44k_wav(tmp_path):
     assert distinct_sequence([s["label"] for s in first["result"]["segments"]]) == labels
     second = api.run("chords", wav)
     assert second["cached"] is True and second["result"] == first["result"]
+
+
+def test_short_segments_are_merged_and_neighbours_joined():
+    raw = [{"start": 0.0, "end": 0.1, "label": "N"}, {"start": 0.1, "end": 2.0, "label": "C:maj"},
+           {"start": 2.0, "end": 2.1, "label": "G:maj"}, {"start": 2.1, "end": 4.0, "label": "C:maj"},
+           {"start": 4.0, "end": 6.0, "label": "A:min"}]
+    assert ch._tidy(raw, 6.0) == [{"start": 0.0, "end": 4.0, "label": "C:maj"},
+                                  {"start": 4.0, "end": 6.0, "label": "A:min"}]

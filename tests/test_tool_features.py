@@ -79,6 +79,29 @@ def test_white_noise_has_no_pitch_and_high_flatness():
     assert result["spectral_flatness"] > 0.3
 
 
+def test_steady_tone_has_no_tempo():
+    # no onsets at all: a tempo would be invented by the beat tracker's prior
+    result = _json_roundtrip(compute(sm.clip(sm.tone(220.0, 8.0, SR), SR)))
+    assert result["tempo_bpm"] is None and result["tempo_reliable"] is False
+    assert result["beat_count"] == 0
+
+
+def test_noise_tempo_is_flagged_unreliable():
+    rng = np.random.default_rng(2)
+    y = (0.1 * rng.standard_normal(8 * SR)).astype(np.float32)
+    result = _json_roundtrip(compute(sm.clip(y, SR)))
+    assert result["tempo_reliable"] is False
+    assert result["beat_strength"] < 0.5
+
+
+def test_long_clip_pitch_uses_windows_and_stays_right():
+    # 70 s > PITCH_MAX_S: pitch comes from evenly spaced windows; first half 220 Hz, second 330 Hz
+    y = np.concatenate([sm.tone(220.0, 30.0, SR), sm.tone(330.0, 40.0, SR)])
+    result = compute(sm.clip(y, SR))
+    assert min(abs(result["pitch_hz"] - 220.0) / 220.0, abs(result["pitch_hz"] - 330.0) / 330.0) < 0.02
+    assert result["duration_s"] == 70.0
+
+
 def test_short_clip_tempo_flagged_unreliable():
     result = _json_roundtrip(compute(sm.clip(sm.click_track(120, 2.0, SR), SR)))
     assert result["tempo_reliable"] is False
@@ -87,3 +110,24 @@ def test_short_clip_tempo_flagged_unreliable():
 def test_unknown_param_is_refused():
     with pytest.raises(ValueError, match="no parameters"):
         compute(sm.clip(sm.tone(440.0, 1.0, SR), SR), window=3)
+
+
+def test_through_toolcache_run_with_a_44k_wav(tmp_path):
+    api = pytest.importorskip("toolcache.api")
+    y = sm.tone(440.0, 6.0, 44100, rms_dbfs=-20.0) + sm.click_track(120, 6.0, 44100) * 0.3
+    wav = sm.write_wav(tmp_path / "tone_clicks.wav", y, 44100)
+    first = api.run("audio_features", wav)
+    assert first["cached"] is False and first["backend"].startswith("librosa ")
+    res = first["result"]
+    assert abs(res["pitch_hz"] - 440.0) / 440.0 < 0.02
+    assert abs(res["tempo_bpm"] - 120.0) / 120.0 < 0.04
+    assert res["duration_s"] == 6.0
+    second = api.run("audio_features", wav)
+    assert second["cached"] is True and second["result"] == res
+
+
+def test_very_short_loud_clip_is_not_called_silent():
+    result = _json_roundtrip(compute(sm.clip(sm.tone(440.0, 0.05, SR, rms_dbfs=-10.0), SR)))
+    assert result["silent"] is False and abs(result["loudness_dbfs"] + 10.0) < 0.5
+    assert result["pitch_hz"] is None and result["tempo_bpm"] is None
+    assert result["duration_s"] == 0.05

@@ -243,7 +243,8 @@ def open_session(path: Path, threads: int | None = None):
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        text = str(exc).replace(str(path), "<file>")  # the path is already named once below
+        first = " ".join(text.split())[:160] if text.strip() else type(exc).__name__
         raise RouterLoadError(f"{path} is not a loadable ONNX model ({first}); {_FIX_EXPORT}") from None
 
 

@@ -42,11 +42,14 @@ class RewardConfig:
     """Reward per (question, action) from the outcomes; action 0 is direct.
 
     relative (paper): tool +tool_gain if tool right & direct wrong, tool_loss if tool wrong & direct
-      right, tool_tie if both the same; direct: direct_right / direct_wrong.
-    aligned: every action +1 right / -1 wrong, tools pay `call_cost` (ties go to direct). Its
-      per-question ordering of actions is the ordering by correctness: maximising it maximises
-      routed accuracy (the paper's weights reward a wrong tool call (-0.1) over a wrong direct
-      answer (-1), which pushes calls onto questions nothing answers).
+      right, tool_tie if both the same; direct: direct_right / direct_wrong. Misaligned with accuracy:
+      when every action is wrong, a tool call (-0.1) beats a direct answer (-1), and group
+      normalisation turns that small gap into a full-strength push toward calling a tool.
+    aligned (default): the paper's relative form with that fixed: tool tool_gain * (tool right -
+      direct right) - call_cost, direct 0; same outcome => same reward => no push either way. With
+      call_cost 0 its group-normalised advantages equal those of `absolute` (a per-question shift
+      and scale), i.e. it optimises routed accuracy. A call_cost > 0 is amplified by the std
+      normalisation on every tie (measured: it collapses the router to always-direct).
     absolute: every action +1 right / -1 wrong (no call cost).
     """
 
@@ -56,7 +59,7 @@ class RewardConfig:
     tool_tie: float = -0.1
     direct_right: float = 1.0
     direct_wrong: float = -1.0
-    call_cost: float = 0.1
+    call_cost: float = 0.0  # aligned only: reward subtracted from every tool call
 
     def __post_init__(self) -> None:
         if self.kind not in REWARDS:
@@ -73,8 +76,8 @@ class RewardConfig:
         if self.kind == "absolute":
             return (2 * o - 1).astype(np.float32)
         if self.kind == "aligned":
-            r = 2 * o - 1
-            r[:, 1:] -= self.call_cost
+            r = np.zeros_like(o)
+            r[:, 1:] = self.tool_gain * (o[:, 1:] - d) - self.call_cost
             return r.astype(np.float32)
         tools = o[:, 1:]
         r_tools = np.where((tools == 1) & (d == 0), self.tool_gain,
@@ -196,7 +199,43 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)  # CPU kernels: same seed => same probabilities
+    # The CPU kernels used here (matmul, softmax, AdamW) are deterministic for a fixed thread count,
+    # so seeds suffice (tests check identical probabilities). torch.use_deterministic_algorithms
+    # is not called: its first call imports torch's compiler stack (~20 s on a busy 2-core machine).
+
+
+class _Adam:
+    """Adam (no weight decay) over parameter groups [(params, lr)]. Same update as torch.optim.Adam;
+    hand-written because the first torch.optim optimizer in a process imports torch's compiler
+    stack (~20 s on a busy 2-core machine), longer than a whole head-mode training run."""
+
+    def __init__(self, groups, betas=(0.9, 0.999), eps=1e-8):
+        import torch
+
+        self.groups = [([p for p in params], lr) for params, lr in groups]
+        self.b1, self.b2, self.eps, self.t = betas[0], betas[1], eps, 0
+        self.m = {id(p): torch.zeros_like(p) for ps, _ in self.groups for p in ps}
+        self.v = {id(p): torch.zeros_like(p) for ps, _ in self.groups for p in ps}
+
+    def zero_grad(self) -> None:
+        for ps, _ in self.groups:
+            for p in ps:
+                p.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        with torch.no_grad():
+            for ps, lr in self.groups:
+                for p in ps:
+                    if p.grad is None:
+                        continue
+                    m, v = self.m[id(p)], self.v[id(p)]
+                    m.mul_(self.b1).add_(p.grad, alpha=1 - self.b1)
+                    v.mul_(self.b2).addcmul_(p.grad, p.grad, value=1 - self.b2)
+                    p.addcdiv_(m / c1, (v / c2).sqrt_().add_(self.eps), value=-lr)
 
 
 def _batches(n: int, batch: int, epochs: int, seed: int):
@@ -238,7 +277,7 @@ def _train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | 
     torch.nn.init.normal_(head.weight, std=0.02)
     torch.nn.init.zeros_(head.bias)
     ref_w, ref_b = head.weight.detach().clone(), head.bias.detach().clone()
-    optim = torch.optim.AdamW(head.parameters(), lr=opts.n_head_lr, weight_decay=0.0)
+    optim = _Adam([(head.parameters(), opts.n_head_lr)])
     gen = torch.Generator().manual_seed(opts.seed)
     steps = opts.n_epochs * ((n + opts.n_batch - 1) // opts.n_batch)
     curve: list[dict[str, float]] = []
@@ -287,8 +326,7 @@ def train_lora(texts: Sequence[str], outcomes, actions: Sequence[str], opts: Tra
     ref_head = torch.nn.Linear(policy.head.in_features, policy.head.out_features)
     ref_head.load_state_dict(policy.head.state_dict())
     lora_params = [p for n_, p in policy.encoder.named_parameters() if p.requires_grad]
-    optim = torch.optim.AdamW([{"params": lora_params, "lr": opts.lr},
-                               {"params": policy.head.parameters(), "lr": opts.n_head_lr}], weight_decay=0.0)
+    optim = _Adam([(lora_params, opts.lr), (policy.head.parameters(), opts.n_head_lr)])
     gen = torch.Generator().manual_seed(opts.seed)
     steps = opts.n_epochs * ((n + opts.n_batch - 1) // opts.n_batch)
     curve: list[dict[str, float]] = []

@@ -46,7 +46,16 @@ def backend_id(spec: ToolSpec, params: Mapping[str, Any]) -> str:
     ident = (id(spec), canonical_json(dict(params)))
     found = _BACKENDS.get(ident)
     if found is None or found[0] is not spec:  # the spec is kept alive in the value: ids are not reused
-        found = _BACKENDS[ident] = (spec, str(spec.backend(params)))
+        try:
+            backend = str(spec.backend(params))
+        except ToolcacheError:
+            raise
+        except Exception as exc:
+            raise ToolFailed(
+                f"tool {spec.name!r} cannot name its backend for params {dict(params)}: "
+                f"{' '.join(f'{type(exc).__name__}: {exc}'.split())}; check the tool's parameters and installation"
+            ) from exc
+        found = _BACKENDS[ident] = (spec, backend)
     return found[1]
 
 
@@ -102,20 +111,33 @@ def run(tool: str, audio_path: str | os.PathLike, params: Mapping[str, Any] | No
     overwriting the old entry: `--no-cache` refreshes, nothing computed is thrown away.
     Raises UnknownToolError, AudioError, ToolFailed, ValueError (bad params).
     """
-    out = run_many([tool], audio_path, {tool: params} if params else None, cache=cache, max_seconds=max_seconds)
+    t0 = time.perf_counter()
+    if cache:  # fast path for a hit: no lists/dicts of jobs, one stat, memo, one SELECT
+        spec = get_tool(tool)
+        p, st = stat_audio_path(audio_path)
+        limit = default_max_seconds() if max_seconds is None else validate_max_seconds(max_seconds)
+        store = open_cache()
+        key, _ = key_for(spec, store.file_sha256(p, st), resolve_params(spec, params) if params else None, limit)
+        hit = store.get_by_key(key)
+        if hit is not None:
+            hit["cached"] = True
+            hit["elapsed_s"] = round(time.perf_counter() - t0, 6)
+            return hit
+    out = run_many([tool], audio_path, {tool: params} if params else None, cache=cache, max_seconds=max_seconds,
+                   _t0=t0)
     return out[tool]
 
 
 def run_many(tools: Sequence[str], audio_path: str | os.PathLike,
              params_by_tool: Mapping[str, Mapping[str, Any] | None] | None = None,
              cache: bool = True, max_seconds: float | None = None,
-             raise_errors: bool = True) -> dict[str, dict | ToolcacheError]:
+             raise_errors: bool = True, _t0: float | None = None) -> dict[str, dict | ToolcacheError]:
     """Run several tools on one file, decoding the audio once per sample rate among the misses.
 
     raise_errors=False returns the ToolcacheError of a failed tool in place of its envelope
     (batch warming keeps going); bad arguments (unknown tool, bad params) always raise.
     """
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if _t0 is None else _t0
     p, st = stat_audio_path(audio_path)
     limit = default_max_seconds() if max_seconds is None else validate_max_seconds(max_seconds)
     params_by_tool = params_by_tool or {}

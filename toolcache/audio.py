@@ -23,6 +23,7 @@ from toolcache.registry import AudioClip
 DEFAULT_SAMPLE_RATE = 16000          # Hz; what most tools want
 DEFAULT_MAX_SECONDS = 600.0          # seconds decoded per file unless overridden (10 min)
 MAX_SECONDS_ENV = "AUDIOROUTER_MAX_SECONDS"
+_MAX_SECONDS_ENV_B = MAX_SECONDS_ENV.encode()
 HASH_BLOCK = 1 << 20                 # 1 MiB read blocks for hashing
 DECODE_BLOCK_SECONDS = 30.0          # seconds decoded per soundfile block (bounds peak memory)
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
@@ -33,7 +34,11 @@ _FIX_FORMATS = "pass a WAV/FLAC/MP3/OGG file"
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of the file's bytes, read in 1 MiB blocks (constant memory)."""
     h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
+    try:
+        f = open(path, "rb", buffering=0)
+    except PermissionError:
+        raise AudioError(f"cannot read {os.fspath(path)}: permission denied; fix the file's permissions") from None
+    with f:
         buf = bytearray(HASH_BLOCK)
         view = memoryview(buf)
         while True:
@@ -46,7 +51,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def default_max_seconds() -> float:
     """`$AUDIOROUTER_MAX_SECONDS` if set (positive number), else 600 s."""
-    raw = os.environ.get(MAX_SECONDS_ENV)
+    data = getattr(os.environ, "_data", None)  # POSIX: the bytes dict behind os.environ (no KeyError cost)
+    if isinstance(data, dict) and os.name == "posix":
+        raw_b = data.get(_MAX_SECONDS_ENV_B)
+        raw = None if raw_b is None else os.fsdecode(raw_b)
+    else:
+        raw = os.environ.get(MAX_SECONDS_ENV)
     if not raw or not raw.strip():
         return DEFAULT_MAX_SECONDS
     return validate_max_seconds(raw.strip(), source=f"${MAX_SECONDS_ENV}")
@@ -80,8 +90,7 @@ def stat_audio_path(path: str | os.PathLike) -> tuple[str, os.stat_result]:
         raise AudioError(f"cannot access {p}: {exc.strerror}; check the path and its permissions") from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(f"{p} is a directory, not an audio file; {_FIX_FORMATS} (use `cache warm` for folders)")
-    if not os.access(p, os.R_OK):
-        raise AudioError(f"cannot read {p}: permission denied; fix the file's permissions")
+    # (Readability is checked where the bytes are read: hashing and decoding. A hit needs no read.)
     if st.st_size == 0:
         raise AudioError(f"{p} is empty (0 bytes); re-export or re-download the audio")
     return p, st
@@ -100,6 +109,8 @@ def load_audio(
     Raises AudioError (one line: file, problem, fix) for anything that is not decodable audio.
     """
     p = check_audio_path(path)
+    if not os.access(p, os.R_OK):
+        raise AudioError(f"cannot read {p}: permission denied; fix the file's permissions")
     if int(sample_rate) <= 0:
         raise ValueError(f"sample_rate={sample_rate!r} must be a positive number of Hz, e.g. 16000")
     limit = default_max_seconds() if max_seconds is None else validate_max_seconds(max_seconds)

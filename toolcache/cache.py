@@ -146,6 +146,12 @@ def _hash_file(path: str) -> str:
     return file_sha256(path)
 
 
+# This process's id, kept current across fork without a getpid() syscall on every cache hit
+# (a forked child must not reuse its parent's SQLite connection).
+_PID = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
 _loads = json.JSONDecoder().decode  # skips json.loads' per-call argument checks (hit path)
 
 
@@ -177,10 +183,10 @@ class Cache:
         """This process's (and thread's) connection; reopened after a fork."""
         local = self._local
         c = getattr(local, "conn", None)
-        if c is not None and getattr(local, "pid", None) == os.getpid():
+        if c is not None and getattr(local, "pid", None) == _PID[0]:
             return c
         local.conn = self._open()
-        local.pid = os.getpid()
+        local.pid = _PID[0]
         return local.conn
 
     def _open(self) -> sqlite3.Connection:
@@ -214,7 +220,7 @@ class Cache:
 
     def close(self) -> None:
         c = getattr(self._local, "conn", None)
-        if c is not None and getattr(self._local, "pid", None) == os.getpid():
+        if c is not None and getattr(self._local, "pid", None) == _PID[0]:
             c.close()
         self._local = threading.local()
 
@@ -479,12 +485,26 @@ _SHARED: dict[tuple, Cache] = {}
 def open_cache(path: str | os.PathLike | None = None) -> Cache:
     """A per-process shared Cache for `path` (default location and limit from the environment *now*).
 
-    Keyed by the raw environment strings so the hit path does not rebuild paths on every call.
+    Keyed by the raw environment values so the hit path does not rebuild paths on every call.
     """
-    env = os.environ
-    ident = (os.getpid(), None if path is None else os.fspath(path), env.get(CACHE_DIR_ENV),
-             env.get("XDG_CACHE_HOME"), env.get(CACHE_MAX_MB_ENV))
+    ident = (_PID[0], None if path is None else os.fspath(path), *_env_values())
     shared = _SHARED.get(ident)
     if shared is None:
         shared = _SHARED[ident] = Cache(path)
     return shared
+
+
+_ENV_KEYS = (CACHE_DIR_ENV, "XDG_CACHE_HOME", CACHE_MAX_MB_ENV)
+_ENV_KEYS_B = tuple(k.encode() for k in _ENV_KEYS)
+
+
+def _env_values() -> tuple:
+    """The three environment values the default cache depends on, read cheaply.
+
+    os.environ.get costs ~1-2 us per unset name (a KeyError inside); on POSIX the bytes dict behind
+    os.environ is always in sync with it, so read that directly when it exists.
+    """
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict) and os.name == "posix":
+        return (data.get(_ENV_KEYS_B[0]), data.get(_ENV_KEYS_B[1]), data.get(_ENV_KEYS_B[2]))
+    return tuple(os.environ.get(k) for k in _ENV_KEYS)

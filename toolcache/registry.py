@@ -46,10 +46,15 @@ class ToolSpec:
     sample_rate: int = 16000                  # Hz the tool wants its samples at
 
 
-def _registry() -> dict[str, ToolSpec]:
-    from toolcache.tools import TOOLS  # lazy: keeps `import toolcache` light
+_TOOLS: list[dict[str, ToolSpec]] = []  # the TOOLS dict once imported (same object: edits show up)
 
-    return TOOLS
+
+def _registry() -> dict[str, ToolSpec]:
+    if not _TOOLS:
+        from toolcache.tools import TOOLS  # lazy: keeps `import toolcache` light
+
+        _TOOLS.append(TOOLS)
+    return _TOOLS[0]
 
 
 def available_tools() -> list[str]:

@@ -6,7 +6,13 @@ from typing import Optional
 
 import typer
 
+from cli.datasets import available_formats
 from cli.errors import friendly_errors
+from reasoner import available_reasoners  # light: the back-ends import lazily
+
+# Option help lists the valid names from the registries.
+REASONER_HELP = f"Reasoner back-end: {', '.join(available_reasoners())} (--reasoner-url alone means openai)."
+FORMAT_HELP = f"Dataset format: {', '.join(available_formats())} (default: auto-detect)."
 
 
 def batch(
@@ -14,13 +20,13 @@ def batch(
     out: Path = typer.Option(..., "--out", "-o", help="Predictions JSON (the dataset rows + prediction keys)."),
     router_dir: Optional[Path] = typer.Option(None, "--router", help="Router folder (default: the bundled router)."),
     precision: str = typer.Option("int8", "--precision", help="Router weights: int8 or fp32."),
-    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help="Reasoner back-end (e.g. openai)."),
+    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help=REASONER_HELP),
     reasoner_url: Optional[str] = typer.Option(None, "--reasoner-url", help="OpenAI-compatible base URL."),
-    model: Optional[str] = typer.Option(None, "--model", help="Reasoner model id."),
+    model: Optional[str] = typer.Option(None, "--model", "--reasoner-model", help="Reasoner model id (served name or local folder)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Reasoner request timeout, seconds."),
     retries: Optional[int] = typer.Option(None, "--retries", help="Reasoner retries after a timeout/5xx (default: back-end's)."),
     audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="Folder audio paths are relative to (default: the dataset's folder)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Dataset format (default: auto-detect)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
     concurrency: int = typer.Option(8, "--concurrency", help="Questions whose reasoner requests go out together."),
     max_failures: int = typer.Option(5, "--max-failures", help="Stop after this many consecutive reasoner failures."),
@@ -48,10 +54,13 @@ def batch(
                 bar.update(task, advance=1,
                            status=f"ok {counts['ok']} · tool calls {counts['tool']} · errors {counts['errors']}")
 
-            summary, rows = pipeline.batch(ds, router, reasoner, out,
-                                           router_name=pipeline.router_label(router, router_dir),
-                                           use_cache=not no_cache, max_failures=max_failures,
-                                           chunk_size=concurrency, on_row=on_row)
+            try:
+                summary, rows = pipeline.batch(ds, router, reasoner, out,
+                                               router_name=pipeline.router_label(router_dir),
+                                               use_cache=not no_cache, max_failures=max_failures,
+                                               chunk_size=concurrency, on_row=on_row)
+            finally:
+                reasoner.close()
             bar.update(task, completed=len(ds))
         report = pipeline.batch_report(ds, rows)
         doc = {"predictions": str(out), "dataset": str(dataset), "format": ds.format,

@@ -6,21 +6,28 @@ from typing import Optional
 
 import typer
 
+from cli.datasets import available_formats
 from cli.errors import friendly_errors
+from reasoner import available_reasoners  # light: the back-ends import lazily
+
+# Option help lists the valid names from the registries.
+REASONER_HELP = f"Reasoner back-end: {', '.join(available_reasoners())} (--reasoner-url alone means openai)."
+FORMAT_HELP = f"Dataset format: {', '.join(available_formats())} (default: auto-detect)."
 
 
 def collect(
     dataset: Path = typer.Argument(..., help="Questions: MMAU JSON, MMAR JSON/JSONL or audiorouter JSONL."),
     out: Path = typer.Option(..., "--out", "-o", help="Outcome table to write (JSONL, appended, resumable)."),
-    tools: str = typer.Option("asr", "--tools", help="Comma-separated toolcache tools to collect next to direct."),
-    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help="Reasoner back-end (e.g. openai)."),
+    tools: str = typer.Option("asr", "--tools", help="Comma-separated toolcache tools to collect next to direct (see `audiorouter tools list`)."),
+    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help=REASONER_HELP),
     reasoner_url: Optional[str] = typer.Option(None, "--reasoner-url", help="OpenAI-compatible base URL."),
-    model: Optional[str] = typer.Option(None, "--model", help="Reasoner model id."),
+    model: Optional[str] = typer.Option(None, "--model", "--reasoner-model", help="Reasoner model id (served name or local folder)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Reasoner request timeout, seconds."),
     retries: Optional[int] = typer.Option(None, "--retries", help="Reasoner retries after a timeout/5xx (default: back-end's)."),
     audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="Folder audio paths are relative to (default: the dataset's folder)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Dataset format (default: auto-detect)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
+    concurrency: int = typer.Option(8, "--concurrency", help="Questions whose reasoner requests go out together."),
     max_failures: int = typer.Option(5, "--max-failures", help="Stop after this many consecutive reasoner failures."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask the reasoner even if its answer is cached."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
@@ -32,7 +39,7 @@ def collect(
         tool_names = pipeline.check_tools(tools.split(","))
         if not tool_names:
             raise ValueError("--tools is empty; name at least one tool, e.g. --tools asr")
-        config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries)
+        config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries, concurrency)
         if not config.enabled:
             raise ValueError(f"collect needs a reasoner: {pipeline.HOW_TO_ADD_A_REASONER}")
         ds = datasets.load_dataset(dataset, fmt=fmt, audio_root=audio_root, limit=limit)
@@ -45,8 +52,11 @@ def collect(
                 counts["errors" if "error" in row else "ok"] += 1
                 bar.update(task, advance=1, status=f"ok {counts['ok']} · errors {counts['errors']}")
 
-            summary = pipeline.collect(ds, reasoner, tool_names, out, use_cache=not no_cache,
-                                       max_failures=max_failures, on_row=on_row)
+            try:
+                summary = pipeline.collect(ds, reasoner, tool_names, out, use_cache=not no_cache,
+                                           max_failures=max_failures, chunk_size=concurrency, on_row=on_row)
+            finally:
+                reasoner.close()
             bar.update(task, completed=len(ds))  # rows done by an earlier run count as complete
         report = pipeline.collect_report(out)
         doc = {"table": str(out), "errors_file": str(out) + ".errors.jsonl", "dataset": str(dataset),

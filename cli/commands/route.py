@@ -7,6 +7,10 @@ from typing import Optional
 import typer
 
 from cli.errors import friendly_errors
+from reasoner import available_reasoners  # light: the back-ends import lazily
+
+# Option help lists the valid names from the registries.
+REASONER_HELP = f"Reasoner back-end: {', '.join(available_reasoners())} (--reasoner-url alone means openai)."
 
 
 def parse_choices(text: str | None) -> list[str] | None:
@@ -28,9 +32,9 @@ def route(
     choices: Optional[str] = typer.Option(None, "--choices", "-c", help='Options separated by "|", e.g. "yes|no".'),
     router_dir: Optional[Path] = typer.Option(None, "--router", help="Router folder (default: the bundled router)."),
     precision: str = typer.Option("int8", "--precision", help="Router weights: int8 or fp32."),
-    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help="Reasoner back-end (e.g. openai)."),
+    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help=REASONER_HELP),
     reasoner_url: Optional[str] = typer.Option(None, "--reasoner-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1."),
-    model: Optional[str] = typer.Option(None, "--model", help="Reasoner model id."),
+    model: Optional[str] = typer.Option(None, "--model", "--reasoner-model", help="Reasoner model id (served name or local folder)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Reasoner request timeout, seconds."),
     retries: Optional[int] = typer.Option(None, "--retries", help="Reasoner retries after a timeout/5xx (default: back-end's)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the tool output (still stored)."),
@@ -48,8 +52,12 @@ def route(
         router = pipeline.load_router(router_dir, precision)
         pipeline.check_router_tools(router)              # routed names must be toolcache tools
         reasoner = config.create() if config.enabled else None
-        doc = pipeline.route_question(router, question, opts, audio, router_name=pipeline.router_label(router, router_dir),
-                                      reasoner=reasoner, use_cache=not no_cache, audio_sha256=sha)
+        try:
+            doc = pipeline.route_question(router, question, opts, audio, router_name=pipeline.router_label(router_dir),
+                                          reasoner=reasoner, use_cache=not no_cache, audio_sha256=sha)
+        finally:
+            if reasoner is not None:
+                reasoner.close()
         if as_json:
             render.print_json(doc)
             return

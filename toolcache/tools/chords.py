@@ -4,9 +4,9 @@ Backends (plain dict registry, `available_chord_backends()`; chosen with the `ba
 - "templates" (default): our own code, no extra dependency or licence: librosa CQT chroma
   (93 ms frames) -> cosine match against 24 triad templates + a no-chord state -> Viterbi
   smoothing with a sticky transition matrix (numpy, no numba).
-- "chordino": Chordino (NNLS-chroma Vamp plugin, Mauch & Dixon 2010) through the `vamp` host and
-  the plugin binary shipped in the `chord-extractor` wheel. Both are GPL and optional (not
-  installed by default); its richer labels (7ths, inversions) are reduced to maj/min triads.
+- "chordino": Chordino (NNLS-chroma Vamp plugin, Mauch & Dixon 2010) through the `vamp` host (MIT)
+  and the plugin binary shipped in the `chord-extractor` wheel (GPL-2.0+, Linux x86-64 only).
+  Optional, not installed by default; its richer labels (7ths, inversions) are reduced to triads.
 docs/tools-music.md gives the comparison figures (bench/bench_music_tools.py) behind the default.
 """
 from __future__ import annotations
@@ -152,6 +152,7 @@ def _templates_backend(y: np.ndarray, sr: int) -> list[dict]:
     n = chroma.shape[1]
     # RMS per chroma frame (centred frames, like the CQT) decides silence.
     rms = librosa.feature.rms(y=y, frame_length=2 * HOP, hop_length=HOP, center=True)[0][:n]
+    rms = np.pad(rms, (0, n - rms.size), mode="edge")  # same frame count as the chroma
     rms_db = 20 * np.log10(np.maximum(rms, 1e-12))
     norms = np.linalg.norm(chroma, axis=0)
     unit = chroma / np.maximum(norms, 1e-12)
@@ -170,7 +171,7 @@ def _templates_backend(y: np.ndarray, sr: int) -> list[dict]:
 
 
 _CHORDINO_FIX = ("install it with `pip install --no-build-isolation vamp==1.1.0 chord-extractor==0.1.3` "
-                 "(GPL; Python <= 3.11) or use backend='templates'")
+                 "(GPL-2.0+ plugin; Python <= 3.11, Linux x86-64) or use backend='templates'")
 _FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B", "Fb": "E",
           "E#": "F", "B#": "C"}
 
