@@ -12,8 +12,8 @@ Training uses textrouter's own API (the same code as `audiorouter train`): MiniL
 masked mean pooling, linear head; `--mode head` (default: frozen encoder, GRPO on the head,
 textrouter.grpo defaults) or `--mode lora` (the paper's recipe: LoRA r16/alpha32 + head, one
 epoch). Why head by default, measured on this table (direct vs asr, seed 0):
-  head, 5-fold CV (textrouter.evaluate.cross_validate): routed accuracy 58.5% vs always-direct
-    54.5%, supervised per-action logreg 57.3%, oracle 69.3%;
+  head, 5-fold CV (textrouter.evaluate.cross_validate): routed accuracy 57.7% vs always-direct
+    54.5%, supervised per-action logreg 57.3%, oracle 69.3% (grpo defaults: 10 head epochs);
   lora, one epoch on all 499 rows: calls the tool on 0.4% of the questions, in-sample routed
     accuracy 54.7% (= always direct): one epoch at the default learning rates barely moves it.
 The export

@@ -89,6 +89,9 @@ def test_folder_contents_and_metrics(exported):
     assert m["fp32_vs_torch_max_abs_diff"] < 1e-4
     assert 0.0 <= m["int8_vs_fp32_agreement"] <= 1.0
     assert m["int8_bytes"] < m["fp32_bytes"]
+    # auto: the first method of the ladder passed the (here disabled) agreement threshold
+    assert [a["method"] for a in m["quantization_attempts"]] == ["dynamic"]
+    assert m["quantization"]["method"] == "dynamic"
     assert meta["created"].endswith("Z") and meta["format_version"] == 1
     tok = json.loads((out / "tokenizer.json").read_text())
     assert tok["truncation"]["max_length"] == 64
@@ -125,12 +128,36 @@ def test_int8_router_loads_and_mostly_agrees(exported):
     assert abs(agreement - doc["metrics"]["int8_vs_fp32_agreement"]) <= 0.1
 
 
+def test_quantisation_methods_on_the_exported_graph(exported, tmp_path):
+    import onnx
+
+    from textrouter.export import _ffn_output_matmuls, onnx_probs, quantize_int8
+
+    _, out, _ = exported
+    fp32 = out / MODEL_FILES["fp32"]
+    assert len(_ffn_output_matmuls(fp32)) == 2  # one FFN output projection per layer (2 layers)
+    quant = QuantOptions()
+    ids = np.array([[101, 2054, 2003, 1996, 2158, 2758, 1029, 102]], dtype=np.int64)
+    batches = [(ids, np.ones_like(ids))]
+    ref = onnx_probs(fp32, batches)
+    for method in ("dynamic-ffn2-fp32", "blockwise"):
+        path = tmp_path / f"{method}.onnx"
+        quantize_int8(fp32, path, quant, method)
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        if method == "blockwise":
+            assert "MatMulNBits" in ops and "Cast" in ops  # int8 rows of the embedding table
+        else:
+            assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+        assert np.abs(onnx_probs(path, batches) - ref).max() < 0.05
+
+
 def test_failed_int8_check_leaves_no_loadable_folder(tmp_path, check_table):
     policy = TinyPolicy(2, seed=1).eval()
     meta = {"actions": ["direct", "asr"], "max_length": 32}
     with pytest.raises(RouterError, match="int8 picks the same action"):
         export_policy(policy, meta, _tokenizer_src(), tmp_path,
-                      ExportOptions(check_table=str(check_table), min_int8_agreement=1.01))
+                      ExportOptions(check_table=str(check_table), min_int8_agreement=1.01,
+                                    quant=QuantOptions(method="dynamic")))
     assert not (tmp_path / ROUTER_JSON).exists()
     with pytest.raises(RouterError, match="has no router.json"):
         load_router(tmp_path)
@@ -139,6 +166,8 @@ def test_failed_int8_check_leaves_no_loadable_folder(tmp_path, check_table):
 def test_export_options_and_inputs_are_validated(tmp_path):
     with pytest.raises(ValueError, match="weight_type must be one of"):
         QuantOptions(weight_type="int4")
+    with pytest.raises(ValueError, match="quantisation method must be one of"):
+        QuantOptions(method="fp8")
     with pytest.raises(ValueError, match="at least one model"):
         ExportOptions(int8=False, fp32=False)
     policy = TinyPolicy(2).eval()

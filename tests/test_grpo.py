@@ -104,3 +104,12 @@ def test_options_validation():
     with pytest.raises(ValueError, match="exhaustive, sampled"):
         TrainOptions(group="all")
     assert TrainOptions(mode="lora").n_epochs == 1 and TrainOptions(mode="lora").n_head_lr > TrainOptions().lr
+
+
+def test_inner_iterations_reuse_the_group():
+    """mu > 1: several clipped steps on the same groups; the ratio departs from 1 and is clipped."""
+    x, o = synthetic(100)
+    one = train_head(x, o, TrainOptions(mode="head", epochs=2, batch_size=50, seed=0))
+    four = train_head(x, o, TrainOptions(mode="head", epochs=2, batch_size=50, seed=0, inner_iters=4))
+    assert len(four.curve) == len(one.curve) == 4
+    assert not np.allclose(head_probs(x, one.head), head_probs(x, four.head))

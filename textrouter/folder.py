@@ -239,6 +239,9 @@ def open_session(path: Path, threads: int | None = None):
             raise ValueError(f"threads must be >= 1 (got {threads})")
         opts.intra_op_num_threads = int(threads)  # 0 would mean "all cores"
     opts.inter_op_num_threads = 1
+    # idle intra-op threads sleep instead of spinning: the router shares the CPU with audio tools
+    # and the reasoner (with 1 thread there is no pool, so single-question latency is unaffected)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only: no optimiser chatter on stderr
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

@@ -191,6 +191,7 @@ def save_checkpoint(policy, out_dir: str | Path, meta: dict[str, Any]) -> Path:
     state = {k: v.detach().contiguous().float().cpu() for k, v in policy.state_dict().items()}
     tmp = out / (CHECKPOINT_WEIGHTS + ".tmp")
     save_file(state, str(tmp))
+    os.chmod(tmp, 0o644)  # safetensors creates the file owner-only; a checkpoint is meant to be shared
     os.replace(tmp, out / CHECKPOINT_WEIGHTS)
     tok_tmp = out / (CHECKPOINT_TOKENIZER + ".tmp")
     shutil.copyfile(tokenizer_path(), tok_tmp)

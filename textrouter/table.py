@@ -44,11 +44,11 @@ class OutcomeTable:
 
     @property
     def columns(self) -> list[str]:
-        """Outcome columns present in every row (in first-row order)."""
-        if not self.rows:
-            return []
-        common = set.intersection(*(set(r.outcomes) for r in self.rows))
-        return [c for c in self.rows[0].outcomes if c in common]
+        """Every outcome column of the table, in first-seen order."""
+        seen: dict[str, None] = {}
+        for r in self.rows:
+            seen.update(dict.fromkeys(r.outcomes))
+        return list(seen)
 
     def subset(self, indices: Iterable[int]) -> "OutcomeTable":
         rows = tuple(self.rows[i] for i in indices)

@@ -25,26 +25,17 @@ def export(
         None, "--check-table",
         help="Questions (JSONL table) for the fp32-vs-torch and int8-vs-fp32 checks "
              "(default: the bundled 499-question MMAU-mini dev table)."),
-    weight_type: str = typer.Option("qint8", "--weight-type", help="int8 weights: qint8 or quint8."),
-    quant_ops: str = typer.Option("", "--quant-ops",
-                                  help="Ops to quantise: matmul, matmul+gather, ... (default: the "
-                                       "measured default in textrouter.export.QuantOptions)."),
-    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--per-tensor",
-                                               help="Weight scales per output channel or per tensor."),
+    quant: str = typer.Option("auto", "--quant",
+                              help="int8 method: auto (first of dynamic, dynamic-ffn2-fp32, blockwise that "
+                                   "keeps >= 99% agreement with fp32), dynamic, dynamic-ffn2-fp32, blockwise."),
+    weight_type: str = typer.Option("qint8", "--weight-type", help="dynamic methods: qint8 or quint8 weights."),
     as_json: bool = typer.Option(False, "--json", help="Print router.json as one JSON document."),
 ) -> None:
     """Export a trained router to ONNX, quantise to int8 and check both against torch."""
     with friendly_errors():
-        from dataclasses import replace
-
         from textrouter.export import ExportOptions, QuantOptions, export_checkpoint
 
-        quant = QuantOptions(weight_type=weight_type)
-        if quant_ops:
-            quant = replace(quant, ops=quant_ops)
-        if per_channel is not None:
-            quant = replace(quant, per_channel=per_channel)
-        options = ExportOptions(int8=int8, fp32=fp32, quant=quant,
+        options = ExportOptions(int8=int8, fp32=fp32, quant=QuantOptions(method=quant, weight_type=weight_type),
                                 check_table=str(check_table) if check_table else None)
         if not ckpt.is_dir():
             raise FileNotFoundError(f"checkpoint folder {ckpt} does not exist; train one with "
@@ -76,7 +67,7 @@ def _print_summary(out_dir: Path, doc: dict) -> None:
     if "int8_vs_fp32_agreement" in m:
         table.add_row("int8 vs fp32, same action", f"{m['int8_vs_fp32_agreement']:.1%}", ">= 99%")
         table.add_row("int8 vs fp32, max |dp|", f"{m['int8_vs_fp32_max_abs_diff']:.3f}", "")
-        table.add_row("model.int8.onnx", f"{m['int8_bytes'] / 1e6:.1f} MB", "")
+        table.add_row("model.int8.onnx", f"{m['int8_bytes'] / 1e6:.1f} MB ({m['quantization']['method']})", "")
     table.add_row("model.onnx", f"{m['fp32_bytes'] / 1e6:.1f} MB" if "model.onnx" in doc["files"]
                   else "not kept", "")
     table.add_row("export time", f"{m['export_seconds']:.1f} s", "")
