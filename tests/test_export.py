@@ -92,6 +92,16 @@ def test_folder_contents_and_metrics(exported):
     # auto: the first method of the ladder passed the (here disabled) agreement threshold
     assert [a["method"] for a in m["quantization_attempts"]] == ["dynamic"]
     assert m["quantization"]["method"] == "dynamic"
+    # graph fusion (default on): the tiny BERT's 2 layers fused, heads/hidden from its config
+    g = m["graph_optimization"]
+    assert g["applied"] and (g["num_heads"], g["hidden_size"]) == (2, 32)
+    assert g["fused_ops"]["Attention"] == 2 and g["fused_ops"]["SkipLayerNormalization"] == 4
+    assert g["fused_ops"]["EmbedLayerNormalization"] == 1 and g["fused_ops"]["BiasGelu"] == 2
+    import onnx
+
+    int8_ops = {n.op_type for n in onnx.load(str(out / MODEL_FILES["int8"])).graph.node}
+    assert {"QAttention", "QEmbedLayerNormalization", "MatMulInteger"} <= int8_ops
+    assert "Attention" in m["quantization"]["op_types"]
     assert meta["created"].endswith("Z") and meta["format_version"] == 1
     tok = json.loads((out / "tokenizer.json").read_text())
     assert tok["truncation"]["max_length"] == 64
@@ -145,10 +155,28 @@ def test_quantisation_methods_on_the_exported_graph(exported, tmp_path):
         quantize_int8(fp32, path, quant, method)
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         if method == "blockwise":
-            assert "MatMulNBits" in ops and "Cast" in ops  # int8 rows of the embedding table
+            assert "MatMulNBits" in ops  # (the fused graph's embeddings stay inside EmbedLayerNorm)
         else:
             assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
         assert np.abs(onnx_probs(path, batches) - ref).max() < 0.05
+
+
+def test_export_without_graph_fusion(tmp_path, check_table):
+    """optimize=False: the plain exported graph (no contrib ops), still checked against torch."""
+    import onnx
+
+    from textrouter.export import quantize_int8
+
+    policy = TinyPolicy(2, seed=3).eval()
+    doc = export_policy(policy, {"actions": ["direct", "asr"], "max_length": 32}, _tokenizer_src(), tmp_path,
+                        ExportOptions(check_table=str(check_table), min_int8_agreement=0.0, optimize=False))
+    m = doc["metrics"]
+    assert m["graph_optimization"] == {"applied": False} and m["fp32_vs_torch_max_abs_diff"] < 1e-4
+    fp32_ops = {n.op_type for n in onnx.load(str(tmp_path / MODEL_FILES["fp32"])).graph.node}
+    assert "Attention" not in fp32_ops and "Softmax" in fp32_ops
+    path = tmp_path / "blockwise.onnx"
+    quantize_int8(tmp_path / MODEL_FILES["fp32"], path, QuantOptions(), "blockwise")
+    assert "MatMulNBits" in {n.op_type for n in onnx.load(str(path)).graph.node}
 
 
 def test_failed_int8_check_leaves_no_loadable_folder(tmp_path, check_table):

@@ -242,9 +242,8 @@ def optimize_fp32(path: Path, policy=None) -> dict:
     config = getattr(getattr(policy, "encoder", None), "config", None)
     heads = int(getattr(config, "num_attention_heads", 0) or 0)
     hidden = int(getattr(config, "hidden_size", 0) or 0)
-    logger = logging.getLogger("onnxruntime.transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # one INFO/WARNING line per fusion pass
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # its modules (fusion_*, onnx_model) log per fusion pass
     try:
         model = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden,
                                opt_level=0, use_gpu=False)
@@ -252,7 +251,7 @@ def optimize_fp32(path: Path, policy=None) -> dict:
         tmp = path.with_name(path.name + ".opt.tmp")
         model.save_model_to_file(str(tmp))
     finally:
-        logger.setLevel(level)
+        logging.disable(previous)
     os.replace(tmp, path)
     return {"tool": "onnxruntime.transformers.optimizer", "model_type": "bert", "opt_level": 0,
             "num_heads": heads, "hidden_size": hidden, "fused_ops": fused}

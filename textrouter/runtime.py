@@ -25,8 +25,10 @@ DEFAULT_ROUTER_DIR = Path(__file__).resolve().parent / "default_router"
 # Registry of routers shipped inside the package: name -> folder.
 BUNDLED_ROUTERS: dict[str, Path] = {"default": DEFAULT_ROUTER_DIR}
 PRECISIONS = tuple(MODEL_FILES)  # ("fp32", "int8")
-# Questions per ONNX call in route_batch. A ~45-token question is already a compute-bound GEMM;
-# measured on the 499 dev questions (2 shared cores): batch 8 165 q/s, 16 125, 32 103, 64 97.
+# Questions per ONNX call in route_batch. A ~47-token question is already a compute-bound GEMM;
+# measured on the 499 dev questions (2 shared cores, first default router): batch 8 165 q/s,
+# 16 125, 32 103, 64 97; fused default router, load avg 3.5: 2 threads batch 1/4/8/16/32/64 =
+# 107/110/103/88/89/85 q/s, 1 thread 100/125/107/107/102/86 q/s (bigger batches only add padding).
 DEFAULT_BATCH_SIZE = 8
 
 
@@ -156,7 +158,9 @@ def load_router(path: str | os.PathLike | None = None, precision: str = "int8",
 
     path: folder, bundled router name (`available_routers()`), or None for the default router.
     precision: "int8" (default; the bundled router ships only int8) or "fp32".
-    threads: onnxruntime intra-op threads (None = onnxruntime's default, all cores).
+    threads: onnxruntime intra-op threads (None = onnxruntime's default, all cores). For single
+      questions use 1: a ~47-token MiniLM pass is too small to split well (measured p50 10.6 ms
+      on 1 thread vs 11.3 ms on 2, shared 2-core machine).
     expected_table_sha256 / expected_actions: refuse a router trained on another table / with
     other actions.
     """

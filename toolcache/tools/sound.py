@@ -221,6 +221,12 @@ def _infer(patches: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * out))                             # sigmoid (overflow-free): independent class scores
 
 
+def clear_memo() -> None:
+    """Forget the memoised window scores (benchmarks time a real inference with this)."""
+    with _LOCK:
+        _SCORES.clear()
+
+
 def window_scores(clip: AudioClip) -> np.ndarray:
     """[windows, 521] sigmoid scores of the clip (memoised by the sha256 of its samples)."""
     if clip.sample_rate != SAMPLE_RATE:
