@@ -236,9 +236,13 @@ def test_cli_export_real_minilm_checkpoint(tmp_path, check_table):
     out = Path(doc["router"])
     assert out == ckpt / "router" and set(doc["files"]) == {"tokenizer.json", MODEL_FILES["int8"]}
     assert doc["metrics"]["fp32_vs_torch_max_abs_diff"] < 1e-4
-    router = load_router(out)
-    with torch.inference_mode():
-        enc = router._tokenizer.encode(format_input("What is said?", ["yes", "no"]))
-        p = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask])).softmax(-1)[0].numpy()
-    got = router.route("What is said?", ["yes", "no"])["probs"]
-    assert abs(got["asr"] - float(p[1])) < 0.05  # int8 vs torch on one question
+    assert doc["metrics"]["graph_optimization"]["fused_ops"]["Attention"] == 6  # MiniLM-L6, 12 heads
+    router = load_router(out, threads=1)
+    diffs = []
+    for r in _rows(80)[60:]:  # 20 questions the export never checked
+        with torch.inference_mode():
+            enc = router._tokenizer.encode(format_input(r["question"], r["choices"]))
+            p = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask])).softmax(-1)[0].numpy()
+        diffs.append(abs(router.route(r["question"], r["choices"])["probs"]["asr"] - float(p[1])))
+    # int8 vs torch: measured mean |dp| ~0.01 on the dev questions, single questions up to ~0.1
+    assert np.mean(diffs) < 0.03 and max(diffs) < 0.2, diffs

@@ -6,6 +6,7 @@ A router folder is what `audiorouter export` writes and what `textrouter.load_ro
 router.json        metadata below; written LAST (atomically), so a folder is complete or invalid
 tokenizer.json     the encoder's fast tokenizer, truncation = max_length, dynamic padding
 model.onnx         fp32: input_ids, attention_mask int64 [batch, seq] -> logits float32 [batch, A]
+                   (by default with onnxruntime's fused BERT contrib ops: onnxruntime-only)
 model.int8.onnx    dynamic int8 quantisation of model.onnx (the default router ships only this)
 ```
 

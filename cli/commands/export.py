@@ -29,6 +29,8 @@ def export(
                               help="int8 method: auto (first of dynamic, dynamic-ffn2-fp32, blockwise that "
                                    "keeps >= 99% agreement with fp32), dynamic, dynamic-ffn2-fp32, blockwise."),
     weight_type: str = typer.Option("qint8", "--weight-type", help="dynamic methods: qint8 or quint8 weights."),
+    optimize: bool = typer.Option(True, "--optimize/--no-optimize",
+                                  help="Fuse the BERT graph (onnxruntime transformer optimizer) before int8."),
     as_json: bool = typer.Option(False, "--json", help="Print router.json as one JSON document."),
 ) -> None:
     """Export a trained router to ONNX, quantise to int8 and check both against torch."""
@@ -36,7 +38,7 @@ def export(
         from textrouter.export import ExportOptions, QuantOptions, export_checkpoint
 
         options = ExportOptions(int8=int8, fp32=fp32, quant=QuantOptions(method=quant, weight_type=weight_type),
-                                check_table=str(check_table) if check_table else None)
+                                check_table=str(check_table) if check_table else None, optimize=optimize)
         if not ckpt.is_dir():
             raise FileNotFoundError(f"checkpoint folder {ckpt} does not exist; train one with "
                                     f"`audiorouter train TABLE --out {ckpt}`")
