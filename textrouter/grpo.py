@@ -288,18 +288,7 @@ def _train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | 
     for step, idx in enumerate(_batches(n, opts.n_batch, opts.n_epochs, opts.seed), 1):
         xb, rb = x[idx], rewards[idx]
         ref = xb @ ref_w.T + ref_b
-        sampled = None
-        for it in range(opts.inner_iters):
-            logits = head(xb)
-            if it == 0:
-                logits_old = logits.detach()
-                if opts.group == "sampled":
-                    sampled = torch.multinomial(logits_old.softmax(-1), opts.group_size, replacement=True,
-                                                generator=gen)
-            loss, stats = grpo_loss(logits, logits_old, ref, rb, opts, sampled)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
+        stats = _grpo_update(lambda: head(xb), ref, rb, opts, optim, gen)
         stats["step"] = step
         curve.append(stats)
         if on_step:
@@ -307,6 +296,29 @@ def _train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | 
     w = head.weight.detach().numpy().copy()
     b = head.bias.detach().numpy().copy()
     return TrainResult(None, (w, b), curve, time.perf_counter() - t0, opts)
+
+
+def _grpo_update(forward, ref, rewards, opts: "TrainOptions", optim, gen) -> dict[str, float]:
+    """One GRPO update on a batch of groups: `inner_iters` steps against the first pass's policy.
+
+    `forward()` returns logits [batch, actions]; pi_old is the first pass (detached), from which a
+    sampled group draws its G actions once, so every inner step scores the same group.
+    """
+    import torch
+
+    sampled = None
+    for it in range(opts.inner_iters):
+        logits = forward()
+        if it == 0:
+            logits_old = logits.detach()
+            if opts.group == "sampled":
+                sampled = torch.multinomial(logits_old.softmax(-1), opts.group_size, replacement=True,
+                                            generator=gen)
+        loss, stats = grpo_loss(logits, logits_old, ref, rewards, opts, sampled)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return stats
 
 
 def train_lora(texts: Sequence[str], outcomes, actions: Sequence[str], opts: TrainOptions,
@@ -344,18 +356,7 @@ def train_lora(texts: Sequence[str], outcomes, actions: Sequence[str], opts: Tra
         with torch.no_grad(), policy.encoder.disable_adapter():
             ref = ref_head(policy.embed(ib, mb))
         policy.train()
-        sampled = None
-        for it in range(opts.inner_iters):
-            logits = policy(ib, mb)
-            if it == 0:
-                logits_old = logits.detach()
-                if opts.group == "sampled":
-                    sampled = torch.multinomial(logits_old.softmax(-1), opts.group_size, replacement=True,
-                                                generator=gen)
-            loss, stats = grpo_loss(logits, logits_old, ref, rb, opts, sampled)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
+        stats = _grpo_update(lambda: policy(ib, mb), ref, rb, opts, optim, gen)
         stats["step"] = step
         curve.append(stats)
         if on_step:
