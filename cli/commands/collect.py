@@ -6,31 +6,26 @@ from typing import Optional
 
 import typer
 
-from cli.datasets import available_formats
+from cli import options as opt
 from cli.errors import friendly_errors
-from reasoner import available_reasoners  # light: the back-ends import lazily
-
-# Option help lists the valid names from the registries.
-REASONER_HELP = f"Reasoner back-end: {', '.join(available_reasoners())} (--reasoner-url alone means openai)."
-FORMAT_HELP = f"Dataset format: {', '.join(available_formats())} (default: auto-detect)."
 
 
 def collect(
     dataset: Path = typer.Argument(..., help="Questions: MMAU JSON, MMAR JSON/JSONL or audiorouter JSONL."),
     out: Path = typer.Option(..., "--out", "-o", help="Outcome table to write (JSONL, appended, resumable)."),
     tools: str = typer.Option("asr", "--tools", help="Comma-separated toolcache tools to collect next to direct (see `audiorouter tools list`)."),
-    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help=REASONER_HELP),
-    reasoner_url: Optional[str] = typer.Option(None, "--reasoner-url", help="OpenAI-compatible base URL."),
-    model: Optional[str] = typer.Option(None, "--model", "--reasoner-model", help="Reasoner model id (served name or local folder)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Reasoner request timeout, seconds."),
-    retries: Optional[int] = typer.Option(None, "--retries", help="Reasoner retries after a timeout/5xx (default: back-end's)."),
-    audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="Folder audio paths are relative to (default: the dataset's folder)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-    concurrency: int = typer.Option(8, "--concurrency", help="Questions whose reasoner requests go out together."),
-    max_failures: int = typer.Option(5, "--max-failures", help="Stop after this many consecutive reasoner failures."),
+    reasoner_name: Optional[str] = opt.REASONER,
+    reasoner_url: Optional[str] = opt.REASONER_URL,
+    model: Optional[str] = opt.MODEL,
+    timeout: Optional[float] = opt.TIMEOUT,
+    retries: Optional[int] = opt.RETRIES,
+    audio_root: Optional[Path] = opt.AUDIO_ROOT,
+    fmt: Optional[str] = opt.FORMAT,
+    limit: Optional[int] = opt.LIMIT,
+    concurrency: int = opt.CONCURRENCY,
+    max_failures: int = opt.MAX_FAILURES,
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask the reasoner even if its answer is cached."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
+    as_json: bool = opt.AS_JSON,
 ) -> None:
     """Build an outcome table: per question, is the reasoner right directly and with each tool?"""
     with friendly_errors():

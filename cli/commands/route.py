@@ -6,11 +6,8 @@ from typing import Optional
 
 import typer
 
+from cli import options as opt
 from cli.errors import friendly_errors
-from reasoner import available_reasoners  # light: the back-ends import lazily
-
-# Option help lists the valid names from the registries.
-REASONER_HELP = f"Reasoner back-end: {', '.join(available_reasoners())} (--reasoner-url alone means openai)."
 
 
 def parse_choices(text: str | None) -> list[str] | None:
@@ -30,13 +27,13 @@ def route(
     question: str = typer.Argument(..., help="The question about the audio."),
     audio: Path = typer.Option(..., "--audio", "-a", help="Audio clip (wav/flac/ogg/mp3)."),
     choices: Optional[str] = typer.Option(None, "--choices", "-c", help='Options separated by "|", e.g. "yes|no".'),
-    router_dir: Optional[Path] = typer.Option(None, "--router", help="Router folder (default: the bundled router)."),
-    precision: str = typer.Option("int8", "--precision", help="Router weights: int8 or fp32."),
-    reasoner_name: Optional[str] = typer.Option(None, "--reasoner", help=REASONER_HELP),
-    reasoner_url: Optional[str] = typer.Option(None, "--reasoner-url", help="OpenAI-compatible base URL, e.g. http://host:8000/v1."),
-    model: Optional[str] = typer.Option(None, "--model", "--reasoner-model", help="Reasoner model id (served name or local folder)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Reasoner request timeout, seconds."),
-    retries: Optional[int] = typer.Option(None, "--retries", help="Reasoner retries after a timeout/5xx (default: back-end's)."),
+    router_dir: Optional[Path] = opt.ROUTER_DIR,
+    precision: str = opt.PRECISION,
+    reasoner_name: Optional[str] = opt.REASONER,
+    reasoner_url: Optional[str] = opt.REASONER_URL,
+    model: Optional[str] = opt.MODEL,
+    timeout: Optional[float] = opt.TIMEOUT,
+    retries: Optional[int] = opt.RETRIES,
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the tool output (still stored)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
