@@ -39,7 +39,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,52 +50,15 @@ TARGET = REPO / "textrouter" / "default_router"
 
 
 def train(mode: str, seed: int, reward: str):
-    """(policy, checkpoint-style meta) trained with textrouter.grpo on the bundled table."""
-    import numpy as np
-
+    """(policy, checkpoint meta) trained on the bundled table: the same textrouter.grpo.fit_router
+    that `audiorouter train` runs."""
     from textrouter import grpo
-    from textrouter.model import ENCODER_ID
-    from textrouter.table import BUNDLED_TABLE, ActionMapping, load_table, outcome_matrix, texts
+    from textrouter.table import BUNDLED_TABLE, ActionMapping, load_table
 
     mapping = ActionMapping(direct=DIRECT_COLUMN, tools=TOOL_COLUMNS)
     table = load_table(BUNDLED_TABLE, mapping)
-    outcomes = outcome_matrix(table, mapping)
-    inputs = texts(table)
     opts = grpo.TrainOptions(mode=mode, seed=seed, reward=grpo.RewardConfig(kind=reward))
-    t0 = time.perf_counter()
-    if mode == "head":
-        from textrouter.embed_cache import embeddings
-
-        feats = embeddings(inputs, opts.max_length)
-        result = grpo.train_head(feats, outcomes, opts)
-        policy = grpo.policy_from_head(mapping.actions, result.head, seed=seed)
-        probs = grpo.head_probs(feats, result.head)
-    else:
-        result = grpo.train_lora(inputs, outcomes, mapping.actions, opts)
-        policy = result.policy
-        probs = grpo.policy_probs(policy, inputs, opts.max_length)
-    choice = probs.argmax(1)
-    routed = float(outcomes[np.arange(len(choice)), choice].mean())
-    meta = {
-        "actions": mapping.actions,
-        "direct_action": "direct",
-        "column_mapping": mapping.to_dict(),
-        "encoder": ENCODER_ID,
-        "max_length": opts.max_length,
-        "reward": {"kind": reward, **{k: v for k, v in opts.reward.__dict__.items() if k != "kind"}},
-        "table": {"sha256": table.sha256, "name": BUNDLED_TABLE.name, "n_rows": len(table)},
-        "seed": seed,
-        "mode": mode,
-        "metrics": {
-            "train_routed_accuracy": round(routed, 4),  # on the training table itself (in-sample)
-            "always_direct_accuracy": round(float(outcomes[:, 0].mean()), 4),
-            "always_asr_accuracy": round(float(outcomes[:, 1].mean()), 4),
-            "oracle_accuracy": round(float(outcomes.max(1).mean()), 4),
-            "tool_call_rate": round(float((choice != 0).mean()), 4),
-            "train_seconds": round(time.perf_counter() - t0, 1),
-            "options": opts.to_dict(),
-        },
-    }
+    policy, _, meta = grpo.fit_router(table, mapping, opts, BUNDLED_TABLE.name)
     return policy, meta
 
 

@@ -407,6 +407,63 @@ def policy_probs(policy, texts: Sequence[str], max_length: int = 128, batch_size
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def fit_router(table, mapping, opts: TrainOptions, table_name: str,
+               on_step: StepCallback | None = None) -> tuple[Any, TrainResult, dict]:
+    """Train a router on a loaded outcome table: (policy, TrainResult, checkpoint meta).
+
+    The one training path behind `audiorouter train` and scripts/build_default_router.py: head
+    mode trains on cached frozen embeddings and wraps the head into a policy; lora mode returns the
+    merged policy. `meta` is what `model.save_checkpoint` and `export.export_policy` store.
+    """
+    import numpy as np
+
+    from .embed_cache import embeddings, encode
+    from .model import ENCODER_ID
+    from .table import outcome_matrix, texts
+
+    mapping.validate(table)
+    xs = texts(table)
+    o = outcome_matrix(table, mapping)
+    _, _, truncated = encode(xs, opts.max_length)
+    t0 = time.perf_counter()
+    if opts.mode == "head":
+        x = embeddings(xs, opts.max_length)
+        res = train_head(x, o, opts, on_step)
+        probs = head_probs(x, res.head)
+        policy = policy_from_head(mapping.actions, res.head, seed=opts.seed)
+    else:
+        res = train_lora(xs, o, mapping.actions, opts, on_step)
+        policy = res.policy
+        probs = policy_probs(policy, xs, opts.max_length)
+    wall = time.perf_counter() - t0
+    chosen = probs.argmax(1)
+    n = len(o)
+    metrics = {
+        "train_routed_accuracy": float(o[np.arange(n), chosen].mean()),   # in-sample
+        "train_always_direct": float(o[:, 0].mean()),
+        "train_oracle": float(o.max(1).mean()),
+        "train_tool_call_rate": float((chosen != 0).mean()),
+        "final_mean_reward": float(np.mean([c["reward"] for c in res.curve[-max(1, len(res.curve) // 10):]])),
+        "steps": len(res.curve),
+        "train_seconds": round(res.elapsed_s, 3),
+        "wall_seconds": round(wall, 3),
+        "truncated_questions": int(truncated.sum()),
+    }
+    meta = {
+        "actions": mapping.actions,
+        "direct_action": "direct",
+        "column_mapping": mapping.to_dict(),
+        "encoder": ENCODER_ID,
+        "max_length": opts.max_length,
+        "reward": {"kind": opts.reward.kind, **{k: v for k, v in opts.reward.__dict__.items() if k != "kind"}},
+        "table": {"sha256": table.sha256, "name": table_name, "n_rows": n},
+        "seed": opts.seed, "mode": opts.mode, "group": opts.group, "epochs": opts.n_epochs,
+        "options": opts.to_dict(),
+        "metrics": metrics,
+    }
+    return policy, res, meta
+
+
 def save_curve_png(curve: Sequence[dict[str, float]], path, title: str = "GRPO training") -> None:
     """Mean reward and tool-call rate per step (smoothed) as a PNG."""
     import os

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -45,20 +44,11 @@ def progress_bar(label: str):
 
 def run_training(table_path: Path, out: Path, mapping, opts, quiet: bool = False) -> dict:
     """Train, save checkpoint + reward curve; returns the summary dict (also stored in meta)."""
-    import numpy as np
-
-    from textrouter.embed_cache import embeddings, encode
-    from textrouter.grpo import (head_probs, policy_from_head, policy_probs, save_curve_png, train_head,
-                                 train_lora)
-    from textrouter.model import ENCODER_ID, save_checkpoint
-    from textrouter.table import load_table, outcome_matrix, texts
+    from textrouter.grpo import fit_router, save_curve_png
+    from textrouter.model import save_checkpoint
+    from textrouter.table import load_table
 
     table = load_table(table_path, mapping)
-    mapping.validate(table)
-    xs = texts(table)
-    o = outcome_matrix(table, mapping)
-    _, _, truncated = encode(xs, opts.max_length)
-    t0 = time.perf_counter()
     with progress_bar(f"GRPO {opts.mode}") as bar:
         task = bar.add_task("train", total=None, reward=0.0, tool_rate=0.0)
         bar.update(task, visible=not quiet)
@@ -66,45 +56,11 @@ def run_training(table_path: Path, out: Path, mapping, opts, quiet: bool = False
         def on_step(step, total, stats):
             bar.update(task, completed=step, total=total, reward=stats["reward"], tool_rate=stats["tool_rate"])
 
-        if opts.mode == "head":
-            x = embeddings(xs, opts.max_length)
-            res = train_head(x, o, opts, on_step)
-            probs = head_probs(x, res.head)
-            policy = policy_from_head(mapping.actions, res.head, seed=opts.seed)
-        else:
-            res = train_lora(xs, o, mapping.actions, opts, on_step)
-            policy = res.policy
-            probs = policy_probs(policy, xs, opts.max_length)
-    wall = time.perf_counter() - t0
-    chosen = probs.argmax(1)
-    n = len(o)
-    metrics = {
-        "train_routed_accuracy": float(o[np.arange(n), chosen].mean()),
-        "train_always_direct": float(o[:, 0].mean()),
-        "train_oracle": float(o.max(1).mean()),
-        "train_tool_call_rate": float((chosen != 0).mean()),
-        "final_mean_reward": float(np.mean([c["reward"] for c in res.curve[-max(1, len(res.curve) // 10):]])),
-        "steps": len(res.curve),
-        "train_seconds": round(res.elapsed_s, 3),
-        "wall_seconds": round(wall, 3),
-        "truncated_questions": int(truncated.sum()),
-    }
-    meta = {
-        "actions": mapping.actions,
-        "direct_action": "direct",
-        "column_mapping": mapping.to_dict(),
-        "encoder": ENCODER_ID,
-        "max_length": opts.max_length,
-        "reward": {"kind": opts.reward.kind, **{k: v for k, v in opts.reward.__dict__.items() if k != "kind"}},
-        "table": {"sha256": table.sha256, "name": Path(table_path).name, "n_rows": n},
-        "seed": opts.seed, "mode": opts.mode, "group": opts.group, "epochs": opts.n_epochs,
-        "options": opts.to_dict(),
-        "metrics": metrics,
-    }
+        policy, res, meta = fit_router(table, mapping, opts, Path(table_path).name, on_step)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(policy, out, meta)
     save_curve_png(res.curve, out / "reward_curve.png",
-                   f"GRPO {opts.mode}, {opts.reward.kind} reward, {opts.group} groups ({n} questions)")
+                   f"GRPO {opts.mode}, {opts.reward.kind} reward, {opts.group} groups ({len(table)} questions)")
     (out / "curve.json").write_text(json.dumps(res.curve) + "\n", encoding="utf-8")
     return meta
 
