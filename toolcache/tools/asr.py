@@ -319,6 +319,11 @@ def transcribe(clip: AudioClip, **params) -> dict:
         except Exception as exc:
             raise ToolFailed(f"asr ({opts.backend}) failed: {type(exc).__name__}: {exc}; "
                              f"check the model install, or retry with backend=faster-whisper model=tiny.en") from exc
+    # Whisper's timestamp tokens can run past the end of the clip (the last 30 s window is
+    # zero-padded); clamp every start/end (seconds) into [0, duration].
+    for item in segs + words:
+        item["start"] = min(max(item["start"], 0.0), duration)
+        item["end"] = min(max(item["end"], item["start"]), duration)
     text = " ".join(s["text"] for s in segs).strip()
     result = {"text": text, "language": language, "segments": segs, "duration_s": duration, "no_speech": not text}
     if opts.word_timestamps:
@@ -345,7 +350,7 @@ SPECS: list[ToolSpec] = [
     ToolSpec(
         name="asr",
         description="What is said: Whisper transcript with segment start/end times (faster-whisper, local weights)",
-        version="1", limits=LIMITS, compute=transcribe, backend=backend_id,
+        version="2", limits=LIMITS, compute=transcribe, backend=backend_id,
         default_params=dict(DEFAULT_PARAMS),
     ),
 ]
