@@ -1,5 +1,6 @@
-"""cli/datasets.py and the pieces of cli/pipeline.py that do not need a server: formats, audio paths,
-resumable JSONL, atomic JSON, the failure guard, and one routed question on real audio."""
+"""cli/datasets.py and the pieces of cli/pipeline.py and cli/resumable.py that do not need a server:
+formats, audio paths, resumable JSONL, atomic JSON, the failure guard, and one routed question on
+real audio."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import datasets, pipeline
+from cli import datasets, pipeline, resumable
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "audio"
 
@@ -111,12 +112,12 @@ def test_missing_dataset_and_unknown_format(tmp_path):
 
 def test_jsonl_appender_keeps_complete_rows_and_drops_a_torn_line(tmp_path):
     p = tmp_path / "out.jsonl"
-    with pipeline.JsonlAppender(p) as a:
+    with resumable.JsonlAppender(p) as a:
         a.write({"id": "1"})
         a.write({"id": "2"})
     with open(p, "ab") as fh:  # a kill in the middle of a write leaves a partial line
         fh.write(b'{"id": "3", "outc')
-    b = pipeline.JsonlAppender(p)
+    b = resumable.JsonlAppender(p)
     assert [r["id"] for r in b.rows] == ["1", "2"]
     b.write({"id": "3"})
     b.close()
@@ -128,13 +129,13 @@ def test_jsonl_appender_refuses_a_corrupt_middle_line(tmp_path):
     p = tmp_path / "out.jsonl"
     p.write_text('{"id": "1"}\ngarbage\n{"id": "2"}\n')
     with pytest.raises(pipeline.PipelineError, match="line 2"):
-        pipeline.JsonlAppender(p)
+        resumable.JsonlAppender(p)
 
 
 def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path):
     p = tmp_path / "pred.json"
-    pipeline.write_json_atomic(p, [{"a": 1}])
-    pipeline.write_json_atomic(p, [{"a": 2}])
+    resumable.write_json_atomic(p, [{"a": 1}])
+    resumable.write_json_atomic(p, [{"a": 2}])
     assert json.loads(p.read_text()) == [{"a": 2}]
     assert [x.name for x in tmp_path.iterdir()] == ["pred.json"]
 
@@ -142,7 +143,7 @@ def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path):
 def test_failure_guard_stops_after_n_consecutive_timeouts():
     from reasoner.errors import ReasonerTimeout, ReasonerUnavailable
 
-    g = pipeline.FailureGuard(3)
+    g = resumable.FailureGuard(3)
     g.ok()
     g.failed(ReasonerTimeout("t1"))
     g.failed(ReasonerTimeout("t2"))
@@ -156,15 +157,15 @@ def test_failure_guard_stops_after_n_consecutive_timeouts():
 def test_failure_guard_stops_at_once_when_never_reached():
     from reasoner.errors import ReasonerUnavailable
 
-    g = pipeline.FailureGuard(5)
+    g = resumable.FailureGuard(5)
     with pytest.raises(ReasonerUnavailable, match="refused"):
         g.failed(ReasonerUnavailable("connection refused at http://127.0.0.1:9/v1"))
 
 
 def test_is_correct_normalises_whitespace_and_case():
-    assert pipeline.is_correct(" Male  voice", "male voice")
-    assert not pipeline.is_correct(None, "a")
-    assert not pipeline.is_correct("a", None)
+    assert resumable.is_correct(" Male  voice", "male voice")
+    assert not resumable.is_correct(None, "a")
+    assert not resumable.is_correct("a", None)
 
 
 def test_evidence_for_prompt_drops_volatile_fields():

@@ -30,7 +30,7 @@ def batch(
 ) -> None:
     """Route every question, run the chosen tool, ask the reasoner; write benchmark predictions."""
     with friendly_errors():
-        from cli import datasets, pipeline, render
+        from cli import batching, datasets, pipeline, render
 
         config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries, concurrency)
         if not config.enabled:
@@ -50,14 +50,14 @@ def batch(
                            status=f"ok {counts['ok']} · tool calls {counts['tool']} · errors {counts['errors']}")
 
             try:
-                summary, rows = pipeline.batch(ds, router, reasoner, out,
+                summary, rows = batching.batch(ds, router, reasoner, out,
                                                router_name=pipeline.router_label(router_dir),
                                                use_cache=not no_cache, max_failures=max_failures,
                                                chunk_size=concurrency, on_row=on_row)
             finally:
                 reasoner.close()
             bar.update(task, completed=len(ds))
-        report = pipeline.batch_report(ds, rows)
+        report = batching.batch_report(ds, rows)
         doc = {"predictions": str(out), "dataset": str(dataset), "format": ds.format,
                "questions": summary.total, "skipped_done": summary.skipped_done, "processed": summary.processed,
                "reasoner_requests": summary.server_calls, "reasoner_cache_hits": summary.cache_hits,

@@ -29,7 +29,7 @@ def collect(
 ) -> None:
     """Build an outcome table: per question, is the reasoner right directly and with each tool?"""
     with friendly_errors():
-        from cli import datasets, pipeline, render
+        from cli import collecting, datasets, pipeline, render
 
         tool_names = pipeline.check_tools(tools.split(","))
         if not tool_names:
@@ -48,12 +48,12 @@ def collect(
                 bar.update(task, advance=1, status=f"ok {counts['ok']} · errors {counts['errors']}")
 
             try:
-                summary = pipeline.collect(ds, reasoner, tool_names, out, use_cache=not no_cache,
-                                           max_failures=max_failures, chunk_size=concurrency, on_row=on_row)
+                summary = collecting.collect(ds, reasoner, tool_names, out, use_cache=not no_cache,
+                                             max_failures=max_failures, chunk_size=concurrency, on_row=on_row)
             finally:
                 reasoner.close()
             bar.update(task, completed=len(ds))  # rows done by an earlier run count as complete
-        report = pipeline.collect_report(out)
+        report = collecting.collect_report(out)
         doc = {"table": str(out), "errors_file": str(out) + ".errors.jsonl", "dataset": str(dataset),
                "format": ds.format, "questions": summary.total, "skipped_done": summary.skipped_done,
                "processed": summary.processed, "errors": summary.errors, "unmatched": summary.unmatched,
