@@ -9,6 +9,7 @@ import typer
 
 from cli.datasets import available_formats
 from reasoner import available_reasoners  # light: the back-ends import lazily
+from textrouter.runtime import available_routers  # light: onnxruntime/tokenizers load in load_router
 
 REASONER_HELP = f"Reasoner back-end: {', '.join(available_reasoners())} (--reasoner-url alone means openai)."
 FORMAT_HELP = f"Dataset format: {', '.join(available_formats())} (default: auto-detect)."
@@ -21,7 +22,8 @@ TIMEOUT = typer.Option(None, "--timeout", help="Reasoner request timeout, second
 RETRIES = typer.Option(None, "--retries", help="Reasoner retries after a timeout/5xx (default: back-end's).")
 
 # The router.
-ROUTER_DIR = typer.Option(None, "--router", help="Router folder (default: the bundled router).")
+ROUTER_DIR = typer.Option(None, "--router", help=f"Router folder, or a bundled router: {', '.join(available_routers())} "
+                          "(default: default).")
 PRECISION = typer.Option("int8", "--precision", help="Router weights: int8 or fp32.")
 
 # Datasets (collect, batch).

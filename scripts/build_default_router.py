@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Build the bundled default router: textrouter/default_router/ (router.json, tokenizer.json,
-model.int8.onnx).
+"""Build the bundled routers: textrouter/default_router/ (MiniLM-L6 encoder, the paper's policy)
+and textrouter/fast_router/ (`minilm-static`: a token table distilled from the same MiniLM, ~50x
+faster), each router.json, tokenizer.json, model.int8.onnx.
 
 What it is: a GRPO-trained router over the two actions our own tools can execute on the bundled
 real outcome table (textrouter/data/mmau-mini-outcomes-dev.jsonl, 499 MMAU test-mini questions):
@@ -24,9 +25,14 @@ checked against torch, dynamic int8 of the fused graph checked against fp32 on t
 Deterministic: fixed seed, deterministic torch ops, a deterministic exporter and quantiser;
 re-running gives the same model.int8.onnx bytes (router.json differs only in `created`).
 
-    python scripts/build_default_router.py                 # head mode, seed 0 (~3 min on 2 cores)
+    python scripts/build_default_router.py                 # default router: head mode, seed 0 (~3 min on 2 cores)
+    python scripts/build_default_router.py --which fast    # the fast router (minilm-static; ~1 min)
     python scripts/build_default_router.py --mode lora     # paper recipe (~5 min training)
     python scripts/build_default_router.py --out /tmp/r    # somewhere else
+
+The fast router (same table, actions, reward and head-mode defaults; `--encoder minilm-static`):
+5-fold CV on this pair 58.7% vs 57.7% for the MiniLM router (seed 0); int8 file 94 KB; its export
+folds the head into the token table, so int8 and fp32 pick the same action on 499/499 questions.
 
 Retrain for your reasoner and tools: collect an outcome table with `audiorouter collect`, then
 `audiorouter train TABLE --direct COL --tool asr=COL ... --out CKPT && audiorouter export CKPT`.
@@ -46,10 +52,12 @@ sys.path.insert(0, str(REPO))
 
 DIRECT_COLUMN = "qwen2_audio_direct"
 TOOL_COLUMNS = {"asr": "whisper_asr_then_gpt4o"}  # action name = toolcache tool name
-TARGET = REPO / "textrouter" / "default_router"
+# bundled router name -> (folder, encoder); the runtime's BUNDLED_ROUTERS lists the same folders
+TARGETS = {"default": (REPO / "textrouter" / "default_router", "minilm"),
+           "fast": (REPO / "textrouter" / "fast_router", "minilm-static")}
 
 
-def train(mode: str, seed: int, reward: str):
+def train(mode: str, seed: int, reward: str, encoder: str = "minilm"):
     """(policy, checkpoint meta) trained on the bundled table: the same textrouter.grpo.fit_router
     that `audiorouter train` runs."""
     from textrouter import grpo
@@ -57,16 +65,16 @@ def train(mode: str, seed: int, reward: str):
 
     mapping = ActionMapping(direct=DIRECT_COLUMN, tools=TOOL_COLUMNS)
     table = load_table(BUNDLED_TABLE, mapping)
-    opts = grpo.TrainOptions(mode=mode, seed=seed, reward=grpo.RewardConfig(kind=reward))
+    opts = grpo.TrainOptions(mode=mode, seed=seed, reward=grpo.RewardConfig(kind=reward), encoder=encoder)
     policy, _, meta = grpo.fit_router(table, mapping, opts, BUNDLED_TABLE.name)
     return policy, meta
 
 
-def build(out: Path, mode: str, seed: int, reward: str) -> dict:
+def build(out: Path, mode: str, seed: int, reward: str, encoder: str = "minilm") -> dict:
     from textrouter.export import ExportOptions, export_policy
     from textrouter.model import tokenizer_path
 
-    policy, meta = train(mode, seed, reward)
+    policy, meta = train(mode, seed, reward, encoder)
     print(f"trained ({mode}): {json.dumps({k: v for k, v in meta['metrics'].items() if k != 'options'})}",
           file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,14 +97,17 @@ def build(out: Path, mode: str, seed: int, reward: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=TARGET)
+    ap.add_argument("--which", choices=sorted(TARGETS), default="default", help="which bundled router to build")
+    ap.add_argument("--out", type=Path, default=None, help="folder (default: the bundled folder of --which)")
     ap.add_argument("--mode", choices=("head", "lora"), default="head")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reward", default="aligned", help="aligned (default), relative (paper), absolute")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    doc = build(args.out, args.mode, args.seed, args.reward)
-    print(json.dumps({"router": str(args.out), "metrics": doc["metrics"],
+    folder, encoder = TARGETS[args.which]
+    out = args.out or folder
+    doc = build(out, args.mode, args.seed, args.reward, encoder)
+    print(json.dumps({"router": str(out), "metrics": doc["metrics"],
                       "training": doc["training"]["metrics"]}, indent=2))
     return 0
 

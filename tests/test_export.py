@@ -238,11 +238,15 @@ def test_cli_export_real_minilm_checkpoint(tmp_path, check_table):
     assert doc["metrics"]["fp32_vs_torch_max_abs_diff"] < 1e-4
     assert doc["metrics"]["graph_optimization"]["fused_ops"]["Attention"] == 6  # MiniLM-L6, 12 heads
     router = load_router(out, threads=1)
-    diffs = []
+    diffs, same = [], 0
     for r in _rows(80)[60:]:  # 20 questions the export never checked
         with torch.inference_mode():
             enc = router._tokenizer.encode(format_input(r["question"], r["choices"]))
             p = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask])).softmax(-1)[0].numpy()
-        diffs.append(abs(router.route(r["question"], r["choices"])["probs"]["asr"] - float(p[1])))
-    # int8 vs torch: measured mean |dp| ~0.01 on the dev questions, single questions up to ~0.1
+        got = router.route(r["question"], r["choices"])
+        diffs.append(abs(got["probs"]["asr"] - float(p[1])))
+        same += got["action"] == ["direct", "asr"][int(p.argmax())]
+    # int8 vs torch: measured mean |dp| ~0.01 on the dev questions, single questions up to ~0.1;
+    # the decision is what matters: the same action on (nearly) every question
+    assert same >= 19, (same, diffs)
     assert np.mean(diffs) < 0.03 and max(diffs) < 0.2, diffs

@@ -107,9 +107,9 @@ def cross_validate(texts: Sequence[str], outcomes, actions: Sequence[str], opts:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     o = np.asarray(outcomes)
     if features is None:
-        from .embed_cache import embeddings
+        from .encoders import get_encoder
 
-        features = embeddings(texts, opts.max_length)
+        features = get_encoder(opts.encoder).features(texts, opts.max_length)
     x = np.asarray(features)
     t = None if tasks is None else np.asarray(list(tasks))
     results = []

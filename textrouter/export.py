@@ -193,6 +193,9 @@ def export_fp32(policy, path: Path, n_actions: int) -> None:
     import torch
 
     policy.eval()
+    # A policy may provide an export form of the same function (minilm-static folds its head into
+    # the token table); the checks below compare the ONNX file against the policy itself.
+    policy = policy.onnx_module().eval() if hasattr(policy, "onnx_module") else policy
     ids = torch.tensor([[101, 7592, 2088, 102, 0, 0], [101, 2054, 2003, 2023, 1029, 102]], dtype=torch.long)
     mask = (ids != 0).long()
     tmp = path.with_name(path.name + ".tmp")
@@ -415,6 +418,7 @@ def router_meta(ckpt_meta: Mapping[str, Any], max_length: int) -> dict:
         "direct_action": ckpt_meta.get("direct_action", actions[0]),
         "column_mapping": ckpt_meta.get("column_mapping", {}),
         "encoder": ckpt_meta.get("encoder", "sentence-transformers/all-MiniLM-L6-v2"),
+        "engine": ckpt_meta.get("engine", "minilm"),
         "max_length": int(max_length),
         "input_template": INPUT_TEMPLATE,
         "reward": ckpt_meta.get("reward", ckpt_meta.get("reward_config")),
@@ -450,7 +454,7 @@ def export_policy(policy, ckpt_meta: Mapping[str, Any], tokenizer_src: str | os.
         say("exporting fp32 ONNX")
         export_fp32(policy, fp32_path, len(actions))
         graph_opt: dict[str, Any] = {"applied": False}
-        if options.optimize:
+        if options.optimize and hasattr(policy, "encoder"):  # BERT fusion: transformer policies only
             say("fusing the BERT graph (onnxruntime transformer optimizer)")
             graph_opt = {"applied": True, **optimize_fp32(fp32_path, policy)}
         say(f"checking fp32 ONNX against torch on {len(texts)} questions")

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
+from .encoders import DEFAULT_ENCODER, get_encoder
 from .errors import RouterError
 from .model import LoraOptions
 
@@ -104,10 +105,15 @@ class TrainOptions:
     lora: LoraOptions = field(default_factory=LoraOptions)
     adv_eps: float = 1e-6
     direct_prior: float = 0.0          # initial logit bias of `direct` (the KL reference leans to it)
+    encoder: str = DEFAULT_ENCODER     # textrouter.encoders: minilm (paper) or minilm-static (fast)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} unknown; valid: {', '.join(MODES)}")
+        spec = get_encoder(self.encoder)
+        if self.mode not in spec.modes:
+            raise ValueError(f"encoder {self.encoder} trains in mode {', '.join(spec.modes)} only (got mode "
+                             f"{self.mode!r}); use --mode {spec.modes[0]} or --encoder minilm")
         if self.group not in GROUPS:
             raise ValueError(f"group {self.group!r} unknown; valid: {', '.join(GROUPS)}")
         if self.group_size < 2:
@@ -274,6 +280,14 @@ def _train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | 
     n, a = rewards.shape
     if n == 0:
         raise RouterError("no training rows (the table or fold is empty); give a table with rows")
+    # Encoders whose feature scale differs from MiniLM's: centre the features on these rows and
+    # divide by one global std (a scalar keeps the distilled geometry; per-dimension z-scores
+    # amplified near-constant dimensions, measured). Folded back into (W, b) below, so the
+    # returned head applies to raw features.
+    scaled = get_encoder(opts.encoder).standardize
+    mu = x.mean(0) if scaled else torch.zeros(x.shape[1])
+    sd = (x - mu).std(unbiased=False) + 1e-9 if scaled else torch.ones(())
+    x = (x - mu) / sd
     head = torch.nn.Linear(x.shape[1], a)
     torch.nn.init.normal_(head.weight, std=0.02)
     torch.nn.init.zeros_(head.bias)
@@ -293,8 +307,11 @@ def _train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | 
         curve.append(stats)
         if on_step:
             on_step(step, steps, stats)
-    w = head.weight.detach().numpy().copy()
-    b = head.bias.detach().numpy().copy()
+    with torch.no_grad():
+        w_t = head.weight / sd                      # W (x - mu) / sd + b = (W / sd) x + (b - (W / sd) mu)
+        b_t = head.bias - w_t @ mu
+    w = w_t.numpy().copy()
+    b = b_t.numpy().copy()
     return TrainResult(None, (w, b), curve, time.perf_counter() - t0, opts)
 
 
@@ -417,7 +434,7 @@ def fit_router(table, mapping, opts: TrainOptions, table_name: str,
     """
     import numpy as np
 
-    from .embed_cache import embeddings, encode
+    from .embed_cache import encode
     from .model import ENCODER_ID
     from .table import outcome_matrix, texts
 
@@ -427,10 +444,11 @@ def fit_router(table, mapping, opts: TrainOptions, table_name: str,
     _, _, truncated = encode(xs, opts.max_length)
     t0 = time.perf_counter()
     if opts.mode == "head":
-        x = embeddings(xs, opts.max_length)
+        spec = get_encoder(opts.encoder)
+        x = spec.features(xs, opts.max_length)
         res = train_head(x, o, opts, on_step)
         probs = head_probs(x, res.head)
-        policy = policy_from_head(mapping.actions, res.head, seed=opts.seed)
+        policy = spec.policy_from_head(mapping.actions, res.head, seed=opts.seed)
     else:
         res = train_lora(xs, o, mapping.actions, opts, on_step)
         policy = res.policy
@@ -454,6 +472,7 @@ def fit_router(table, mapping, opts: TrainOptions, table_name: str,
         "direct_action": "direct",
         "column_mapping": mapping.to_dict(),
         "encoder": ENCODER_ID,
+        "engine": opts.encoder,
         "max_length": opts.max_length,
         "reward": {"kind": opts.reward.kind, **{k: v for k, v in opts.reward.__dict__.items() if k != "kind"}},
         "table": {"sha256": table.sha256, "name": table_name, "n_rows": n},

@@ -163,7 +163,7 @@ def build_policy(actions: Sequence[str], lora: LoraOptions | None = None, seed: 
 
 def merge_lora(policy):
     """Fold LoRA adapters into the encoder weights: plain torch modules, exportable to ONNX."""
-    encoder = policy.encoder
+    encoder = getattr(policy, "encoder", None)  # None: a static policy (textrouter.static)
     if hasattr(encoder, "merge_and_unload"):
         policy.encoder = encoder.merge_and_unload()
     for p in policy.parameters():
@@ -218,12 +218,19 @@ def load_checkpoint(ckpt_dir: str | Path):
         raise RouterLoadError(f"{meta_file} is corrupt ({exc}); re-run audiorouter train --out {d}") from exc
     from safetensors.torch import load_file
 
-    policy = __getattr__("RouterPolicy")(_load_encoder(), len(actions))
+    engine = meta.get("engine", "minilm")
     try:
         state = load_file(str(weights))
+        if engine == "minilm-static":  # the distilled table travels in the checkpoint
+            from .static import build_static_policy
+
+            policy = build_static_policy(len(actions), table=state["embed.weight"].numpy(),
+                                         weights=state["weights"].numpy())
+        else:
+            policy = __getattr__("RouterPolicy")(_load_encoder(), len(actions))
         policy.load_state_dict(state, strict=True)
     except Exception as exc:  # safetensors/torch raise several types for a truncated or foreign file
-        raise RouterLoadError(f"{weights} does not match a {len(actions)}-action MiniLM router ({exc}); "
+        raise RouterLoadError(f"{weights} does not match a {len(actions)}-action {engine} router ({exc}); "
                               f"re-run audiorouter train --out {d}") from exc
     policy.eval()
     for p in policy.parameters():

@@ -22,14 +22,22 @@ from textrouter.folder import (MODEL_FILES, check_expectations, check_hashes, ch
 from textrouter.text import format_input
 
 DEFAULT_ROUTER_DIR = Path(__file__).resolve().parent / "default_router"
-# Registry of routers shipped inside the package: name -> folder.
-BUNDLED_ROUTERS: dict[str, Path] = {"default": DEFAULT_ROUTER_DIR}
+FAST_ROUTER_DIR = Path(__file__).resolve().parent / "fast_router"
+# Registry of routers shipped inside the package: name -> folder (scripts/build_default_router.py).
+# default: MiniLM-L6 + head (~11 ms per question on 1 core, int8, 23 MB);
+# fast: minilm-static, a token table distilled from the same MiniLM (~0.2 ms, 94 KB); both were
+# trained on the bundled table for direct vs asr and route within a point of each other under CV.
+BUNDLED_ROUTERS: dict[str, Path] = {"default": DEFAULT_ROUTER_DIR, "fast": FAST_ROUTER_DIR}
 PRECISIONS = tuple(MODEL_FILES)  # ("fp32", "int8")
 # Questions per ONNX call in route_batch. A ~47-token question is already a compute-bound GEMM;
 # measured on the 499 dev questions (2 shared cores, first default router): batch 8 165 q/s,
 # 16 125, 32 103, 64 97; fused default router, load avg 3.5: 2 threads batch 1/4/8/16/32/64 =
 # 107/110/103/88/89/85 q/s, 1 thread 100/125/107/107/102/86 q/s (bigger batches only add padding).
 DEFAULT_BATCH_SIZE = 8
+# Per router engine (router.json `engine`). minilm-static is a table look-up: batches only amortise
+# the per-call overhead (measured, default pair router, 1 thread: batch 8 8.2k q/s, 64 10.5k,
+# 256 9.1k, 512 8.3k q/s).
+BATCH_SIZES = {"minilm": DEFAULT_BATCH_SIZE, "minilm-static": 64}
 
 
 def available_routers() -> list[str]:
@@ -79,6 +87,7 @@ class Router:
         self.precision = precision
         self.actions: list[str] = list(meta["actions"])
         self.max_length: int = int(meta["max_length"])
+        self.engine: str = str(meta.get("engine", "minilm"))  # textrouter.encoders name
         self._session = session
         tokenizer.no_padding()  # we pad per batch ourselves (route() needs no padding at all)
         self._tokenizer = tokenizer
@@ -86,7 +95,8 @@ class Router:
         self._pad = 0 if pad is None else pad
 
     def __repr__(self) -> str:
-        return f"Router({str(self.folder)!r}, actions={self.actions}, precision={self.precision!r})"
+        return (f"Router({str(self.folder)!r}, engine={self.engine!r}, actions={self.actions}, "
+                f"precision={self.precision!r})")
 
     def _run(self, encodings):
         """Logits -> probabilities [n, A] for already-padded encodings of one batch."""
@@ -112,14 +122,17 @@ class Router:
         probs = self._run([enc])[0]
         return self._result(probs, bool(enc.overflowing), (time.perf_counter() - t0) * 1e3)
 
-    def route_batch(self, items: Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict]:
+    def route_batch(self, items: Iterable[Any], batch_size: int | None = None) -> list[dict]:
         """Route many questions; results in input order.
 
         Items: {"question": str, "choices": [...] or None} dicts, (question, choices) pairs or
         plain question strings. Questions are sorted by token length and padded per batch to the
         longest one (dynamic padding: less wasted compute than a fixed max_length). elapsed_ms of
-        each result is its batch's wall time divided by the batch size.
+        each result is its batch's wall time divided by the batch size. batch_size None: the
+        engine's measured best (BATCH_SIZES).
         """
+        if batch_size is None:
+            batch_size = BATCH_SIZES.get(self.engine, DEFAULT_BATCH_SIZE)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
         texts = [_item_text(it) for it in items]

@@ -47,7 +47,7 @@ def _print_results(rows: dict[str, dict[str, Any]], title: str, cv: bool) -> Non
 def _eval_router(table_path: Path, router: str, train_table: Optional[Path], direct, tool, precision: str):
     import numpy as np
 
-    from textrouter.embed_cache import embeddings
+    from textrouter.encoders import get_encoder
     from textrouter.evaluate import compare
     from textrouter.runtime import load_router
     from textrouter.table import ActionMapping, load_table, outcome_matrix, texts
@@ -71,10 +71,12 @@ def _eval_router(table_path: Path, router: str, train_table: Optional[Path], dir
     index = {a: i for i, a in enumerate(r.actions)}
     chosen = np.array([index[x["action"]] for x in routed])
     o = outcome_matrix(table, mapping)
-    x = embeddings(texts(table), int(r.meta.get("max_length", 128)))
+    # the supervised baseline gets the router's own encoder (engine), so the comparison is fair
+    features, max_length = get_encoder(r.meta.get("engine", "minilm")).features, int(r.meta.get("max_length", 128))
+    x = features(texts(table), max_length)
     if train_table is not None:
         tr = load_table(train_table, mapping)
-        tr_o, tr_x, note = outcome_matrix(tr, mapping), embeddings(texts(tr)), f"baselines fit on {train_table.name}"
+        tr_o, tr_x, note = outcome_matrix(tr, mapping), features(texts(tr), max_length), f"baselines fit on {train_table.name}"
     else:
         tr_o, tr_x, note = o, x, "no --train TABLE: best-single and supervised are fit on this table (optimistic)"
     tasks = [row.task for row in table.rows]
@@ -83,6 +85,8 @@ def _eval_router(table_path: Path, router: str, train_table: Optional[Path], dir
 
 
 def register(app: typer.Typer) -> None:
+    from textrouter.encoders import available_encoders  # a plain dict registry: no heavy imports
+
     @app.command("eval")
     def evaluate(
         table: Path = typer.Argument(..., help="Outcome table (JSONL) to evaluate on."),
@@ -92,6 +96,7 @@ def register(app: typer.Typer) -> None:
         direct: Optional[str] = typer.Option(None, "--direct", help="Outcome column of the direct action."),
         tool: List[str] = typer.Option([], "--tool", help="NAME=COLUMN (repeatable)."),
         mode: str = typer.Option("head", "--mode", help="CV training mode: head (fast, default) or lora (paper)."),
+        encoder: str = typer.Option("minilm", "--encoder", help=f"CV: router encoder, one of: {', '.join(available_encoders())}."),
         reward: str = typer.Option("aligned", "--reward", help="aligned, relative (paper) or absolute."),
         group: str = typer.Option("exhaustive", "--group", help="exhaustive or sampled."),
         group_size: int = typer.Option(8, "--group-size"),
@@ -127,7 +132,7 @@ def register(app: typer.Typer) -> None:
                 Console().print(f"[dim]{note}[/dim]")
                 return
             doc = _run_cv(table, cv, direct, tool, mode, reward, group, group_size, epochs, head_lr, fractions,
-                          seed, quiet=as_json)
+                          seed, quiet=as_json, encoder=encoder)
             if plot:
                 from textrouter.plots import accuracy_bars, efficiency_curve
 
@@ -149,9 +154,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _run_cv(table_path: Path, k: int, direct, tool, mode, reward, group, group_size, epochs, head_lr,
-            fractions: str, seed: int, quiet: bool) -> dict:
+            fractions: str, seed: int, quiet: bool, encoder: str = "minilm") -> dict:
     from cli.commands.train import resolve_mapping
-    from textrouter.embed_cache import embeddings
+    from textrouter.encoders import get_encoder
     from textrouter.evaluate import cross_validate
     from textrouter.grpo import RewardConfig, TrainOptions
     from textrouter.table import load_table, outcome_matrix, texts
@@ -163,12 +168,12 @@ def _run_cv(table_path: Path, k: int, direct, tool, mode, reward, group, group_s
     if not fr or any(not 0 < f <= 1 for f in fr):
         raise ValueError(f"--fractions {fractions!r} must be comma-separated numbers in (0, 1], e.g. 0.25,0.5,1")
     opts = TrainOptions(mode=mode, epochs=epochs, head_lr=head_lr, group=group, group_size=group_size, seed=seed,
-                        reward=RewardConfig(kind=reward))
+                        reward=RewardConfig(kind=reward), encoder=encoder)
     mapping = resolve_mapping(load_table(table_path), direct, tool)
     table = load_table(table_path, mapping)
     xs, o = texts(table), outcome_matrix(table, mapping)
     tasks = [r.task for r in table.rows]
-    x = embeddings(xs, opts.max_length)
+    x = get_encoder(encoder).features(xs, opts.max_length)
     runs = []
     from rich.console import Console
     from rich.progress import Progress

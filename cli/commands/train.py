@@ -66,6 +66,8 @@ def run_training(table_path: Path, out: Path, mapping, opts, quiet: bool = False
 
 
 def register(app: typer.Typer) -> None:
+    from textrouter.encoders import available_encoders  # a plain dict registry: no heavy imports
+
     @app.command("train")
     def train(
         table: Path = typer.Argument(..., help="Outcome table (JSONL): id, question, choices, outcomes {column: 0/1}."),
@@ -73,6 +75,7 @@ def register(app: typer.Typer) -> None:
         direct: Optional[str] = typer.Option(None, "--direct", help="Outcome column of the audio LLM answering alone."),
         tool: List[str] = typer.Option([], "--tool", help="NAME=COLUMN: a tool action and its outcome column (repeatable)."),
         mode: str = typer.Option("lora", "--mode", help="lora (paper: LoRA encoder + head) or head (frozen encoder, fast)."),
+        encoder: str = typer.Option("minilm", "--encoder", help=f"Router encoder, one of: {', '.join(available_encoders())}. minilm: the paper's policy (LoRA-trainable); minilm-static: token table distilled from MiniLM, ~0.2 ms routing, head mode only."),
         reward: str = typer.Option("aligned", "--reward", help="aligned (default, by CV), relative (paper) or absolute."),
         group: str = typer.Option("exhaustive", "--group", help="exhaustive (every action, prob-weighted) or sampled."),
         group_size: int = typer.Option(8, "--group-size", help="G actions sampled per question (--group sampled)."),
@@ -92,7 +95,7 @@ def register(app: typer.Typer) -> None:
 
             opts = TrainOptions(mode=mode, epochs=epochs, lr=lr, head_lr=head_lr, beta=beta, group=group,
                                 group_size=group_size, batch_size=batch_size, max_length=max_length, seed=seed,
-                                reward=RewardConfig(kind=reward))
+                                reward=RewardConfig(kind=reward), encoder=encoder)
             if out.exists() and not out.is_dir():
                 raise ValueError(f"--out {out} is a file; give a folder path")
             mapping = resolve_mapping(load_table(table), direct, tool)
@@ -114,7 +117,8 @@ def _print_summary(meta: dict, out: Path) -> None:
     rows = [
         ("table", f"{meta['table']['name']} ({meta['table']['n_rows']} rows, sha256 {meta['table']['sha256'][:12]})"),
         ("actions", ", ".join(f"{a}={meta['column_mapping'][a]}" for a in meta["actions"])),
-        ("mode / reward / group", f"{meta['mode']} / {meta['reward']['kind']} / {meta['group']}"),
+        ("encoder / mode / reward / group",
+         f"{meta.get('engine', 'minilm')} / {meta['mode']} / {meta['reward']['kind']} / {meta['group']}"),
         ("epochs / steps", f"{meta['epochs']} / {m['steps']}"),
         ("GRPO train time", f"{m['train_seconds']:.1f} s ({m['wall_seconds']:.1f} s wall incl. embeddings and model loading)"),
         ("final mean reward", f"{m['final_mean_reward']:+.3f}"),
