@@ -92,11 +92,12 @@ def test_folded_export_form_equals_the_policy(table):
 
 def test_train_export_route_end_to_end(table, tmp_path, rows):
     ckpt, out = tmp_path / "ckpt", tmp_path / "router"
+    # no --mode: minilm-static trains in head mode by default
     res = runner.invoke(app, ["train", str(BUNDLED_TABLE), "--out", str(ckpt), "--encoder", "minilm-static",
-                              "--mode", "head", "--json", *MAP])
+                              "--json", *MAP])
     assert res.exit_code == 0, res.stderr
     meta = json.loads(res.stdout)
-    assert meta["engine"] == "minilm-static"
+    assert meta["engine"] == "minilm-static" and meta["mode"] == "head"
     m = meta["metrics"]
     assert m["train_routed_accuracy"] > m["train_always_direct"] + 0.05  # learns something in-sample
     res = runner.invoke(app, ["export", str(ckpt), "--out", str(out), "--json"])

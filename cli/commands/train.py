@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write (then: audiorouter export)."),
         direct: Optional[str] = typer.Option(None, "--direct", help="Outcome column of the audio LLM answering alone."),
         tool: List[str] = typer.Option([], "--tool", help="NAME=COLUMN: a tool action and its outcome column (repeatable)."),
-        mode: str = typer.Option("lora", "--mode", help="lora (paper: LoRA encoder + head) or head (frozen encoder, fast)."),
+        mode: Optional[str] = typer.Option(None, "--mode", help="lora (paper: LoRA encoder + head) or head (frozen encoder, fast). Default: lora for minilm, head for minilm-static."),
         encoder: str = typer.Option("minilm", "--encoder", help=f"Router encoder, one of: {', '.join(available_encoders())}. minilm: the paper's policy (LoRA-trainable); minilm-static: token table distilled from MiniLM, ~0.2 ms routing, head mode only."),
         reward: str = typer.Option("aligned", "--reward", help="aligned (default, by CV), relative (paper) or absolute."),
         group: str = typer.Option("exhaustive", "--group", help="exhaustive (every action, prob-weighted) or sampled."),
@@ -93,6 +93,9 @@ def register(app: typer.Typer) -> None:
             from textrouter.grpo import RewardConfig, TrainOptions
             from textrouter.table import load_table
 
+            from textrouter.encoders import get_encoder
+
+            mode = mode or get_encoder(encoder).modes[0]  # the encoder's first mode: lora (paper) / head
             opts = TrainOptions(mode=mode, epochs=epochs, lr=lr, head_lr=head_lr, beta=beta, group=group,
                                 group_size=group_size, batch_size=batch_size, max_length=max_length, seed=seed,
                                 reward=RewardConfig(kind=reward), encoder=encoder)
