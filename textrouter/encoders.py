@@ -26,6 +26,7 @@ class EncoderSpec:
     standardize: bool            # head mode: centre + scale features on the training rows (folded into W, b)
     features: Callable[..., Any]  # (texts, max_length) -> float32 [N, D]
     policy_from_head: Callable[..., Any]  # (actions, (W, b), seed) -> torch policy in eval mode
+    policy_for_state: Callable[..., Any]  # (checkpoint state dict, n_actions) -> policy to load it into
 
 
 def _minilm_features(texts: Sequence[str], max_length: int = 128):
@@ -40,6 +41,12 @@ def _minilm_policy(actions: Sequence[str], head, seed: int = 0):
     return policy_from_head(actions, head, seed=seed)
 
 
+def _minilm_for_state(state, n_actions: int):
+    from .model import RouterPolicy, _load_encoder
+
+    return RouterPolicy(_load_encoder(), n_actions)
+
+
 def _static_features(texts: Sequence[str], max_length: int = 128):
     from .static import features
 
@@ -52,15 +59,22 @@ def _static_policy(actions: Sequence[str], head, seed: int = 0):
     return build_static_policy(len(actions), head)
 
 
+def _static_for_state(state, n_actions: int):
+    from .static import build_static_policy
+
+    # the distilled table and token weights travel in the checkpoint (no re-distillation)
+    return build_static_policy(n_actions, table=state["embed.weight"].numpy(), weights=state["weights"].numpy())
+
+
 ENCODERS: dict[str, EncoderSpec] = {
     "minilm": EncoderSpec(
         "minilm", "MiniLM-L6 transformer (all-MiniLM-L6-v2) + mean pooling; the paper's policy, LoRA-trainable",
-        ("lora", "head"), False, _minilm_features, _minilm_policy),
+        ("lora", "head"), False, _minilm_features, _minilm_policy, _minilm_for_state),
     # Static token features have a much smaller scale than MiniLM's pooled output; centring and
     # scaling them lets the same head lr (1e-2) work (measured, set A CV: 56.2 raw -> 58.9).
     "minilm-static": EncoderSpec(
         "minilm-static", "static token table distilled from MiniLM-L6 + mean pooling; ~100x faster routing",
-        ("head",), True, _static_features, _static_policy),
+        ("head",), True, _static_features, _static_policy, _static_for_state),
 }
 
 

@@ -218,16 +218,12 @@ def load_checkpoint(ckpt_dir: str | Path):
         raise RouterLoadError(f"{meta_file} is corrupt ({exc}); re-run audiorouter train --out {d}") from exc
     from safetensors.torch import load_file
 
+    from .encoders import get_encoder
+
     engine = meta.get("engine", "minilm")
     try:
         state = load_file(str(weights))
-        if engine == "minilm-static":  # the distilled table travels in the checkpoint
-            from .static import build_static_policy
-
-            policy = build_static_policy(len(actions), table=state["embed.weight"].numpy(),
-                                         weights=state["weights"].numpy())
-        else:
-            policy = __getattr__("RouterPolicy")(_load_encoder(), len(actions))
+        policy = get_encoder(engine).policy_for_state(state, len(actions))
         policy.load_state_dict(state, strict=True)
     except Exception as exc:  # safetensors/torch raise several types for a truncated or foreign file
         raise RouterLoadError(f"{weights} does not match a {len(actions)}-action {engine} router ({exc}); "

@@ -24,7 +24,7 @@ from textrouter.text import format_input
 DEFAULT_ROUTER_DIR = Path(__file__).resolve().parent / "default_router"
 FAST_ROUTER_DIR = Path(__file__).resolve().parent / "fast_router"
 # Registry of routers shipped inside the package: name -> folder (scripts/build_default_router.py).
-# default: MiniLM-L6 + head (~11 ms per question on 1 core, int8, 23 MB);
+# default: MiniLM-L6 + head (~9 ms per question on 1 core, int8, 23 MB);
 # fast: minilm-static, a token table distilled from the same MiniLM (~0.2 ms, 94 KB); both were
 # trained on the bundled table for direct vs asr and route within a point of each other under CV.
 BUNDLED_ROUTERS: dict[str, Path] = {"default": DEFAULT_ROUTER_DIR, "fast": FAST_ROUTER_DIR}
