@@ -110,8 +110,10 @@ def read_router_json(folder: str | os.PathLike) -> dict:
     """Parse and structurally check `folder/router.json` (no file hashing)."""
     folder = Path(folder)
     if not folder.exists():
+        from textrouter.runtime import available_routers  # the registry lives with the runtime
+
         raise RouterLoadError(f"router folder {folder} does not exist; pass a folder written by "
-                              "`audiorouter export` (or no path for the bundled default router)")
+                              f"`audiorouter export` or a bundled router name ({', '.join(available_routers())})")
     if not folder.is_dir():
         raise RouterLoadError(f"{folder} is a file, not a router folder; pass the folder that holds router.json")
     path = folder / ROUTER_JSON
