@@ -52,9 +52,8 @@ sys.path.insert(0, str(REPO))
 
 DIRECT_COLUMN = "qwen2_audio_direct"
 TOOL_COLUMNS = {"asr": "whisper_asr_then_gpt4o"}  # action name = toolcache tool name
-# bundled router name -> (folder, encoder); the runtime's BUNDLED_ROUTERS lists the same folders
-TARGETS = {"default": (REPO / "textrouter" / "default_router", "minilm"),
-           "fast": (REPO / "textrouter" / "fast_router", "minilm-static")}
+# bundled router name -> encoder; the folders come from the runtime's registry (BUNDLED_ROUTERS)
+ENCODERS = {"default": "minilm", "fast": "minilm-static"}
 
 
 def train(mode: str, seed: int, reward: str, encoder: str = "minilm"):
@@ -97,15 +96,17 @@ def build(out: Path, mode: str, seed: int, reward: str, encoder: str = "minilm")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--which", choices=sorted(TARGETS), default="default", help="which bundled router to build")
+    ap.add_argument("--which", choices=sorted(ENCODERS), default="default", help="which bundled router to build")
     ap.add_argument("--out", type=Path, default=None, help="folder (default: the bundled folder of --which)")
     ap.add_argument("--mode", choices=("head", "lora"), default="head")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reward", default="aligned", help="aligned (default), relative (paper), absolute")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    folder, encoder = TARGETS[args.which]
-    out = args.out or folder
+    from textrouter.runtime import BUNDLED_ROUTERS
+
+    encoder = ENCODERS[args.which]
+    out = args.out or BUNDLED_ROUTERS[args.which]
     doc = build(out, args.mode, args.seed, args.reward, encoder)
     print(json.dumps({"router": str(out), "metrics": doc["metrics"],
                       "training": doc["training"]["metrics"]}, indent=2))

@@ -25,6 +25,7 @@ Distilling the table runs MiniLM once over the vocabulary (~40 s on 2 cores, tor
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -38,6 +39,7 @@ DISTIL_BATCH = 2048  # vocabulary tokens per MiniLM forward pass (3 positions ea
 _TABLES: dict[str, object] = {}  # cache key -> numpy table, per process
 
 
+@functools.lru_cache(maxsize=1)  # hashes ~1.5 MB of files: once per process, not per call
 def _key() -> str:
     from .model import ENCODER_ID, encoder_path
 
@@ -131,10 +133,10 @@ def features(texts: Sequence[str], max_length: int = 128, chunk: int = 256):
 
     table = static_table()
     weights = token_weights(table.shape[0])
+    ids, mask, _ = encode(list(texts), max_length)  # one tokenizer load for all texts
     out = [np.zeros((0, table.shape[1]), np.float32)]
     for s in range(0, len(texts), chunk):  # chunks bound the [chunk, L, 384] gather in memory
-        ids, mask, _ = encode(list(texts[s:s + chunk]), max_length)
-        out.append(pool(table, weights, ids, mask).astype(np.float32))
+        out.append(pool(table, weights, ids[s:s + chunk], mask[s:s + chunk]).astype(np.float32))
     return np.concatenate(out)
 
 
