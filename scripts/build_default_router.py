@@ -23,7 +23,8 @@ checked against torch, dynamic int8 of the fused graph checked against fp32 on t
 497/499 same action, so `auto` keeps the fast `dynamic` method); only the int8 model is shipped.
 
 Deterministic: fixed seed, deterministic torch ops, a deterministic exporter and quantiser;
-re-running gives the same model.int8.onnx bytes (router.json differs only in `created`).
+re-running on the same machine gives the same model.int8.onnx bytes (router.json differs only in
+`created`); another CPU may round MiniLM's float arithmetic differently and give other bytes.
 
     python scripts/build_default_router.py                 # default router: head mode, seed 0 (~3 min on 2 cores)
     python scripts/build_default_router.py --which fast    # the fast router (minilm-static; ~1 min)
