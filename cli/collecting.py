@@ -1,7 +1,8 @@
 """The resumable loop behind `collect`: the reasoner directly and with each tool's evidence on
 every question -> an outcome table (JSONL) to train a router on.
 
-Rows are appended one by one (flush + fsync), a re-run skips ids already written, and reasoner
+Streaming: rows are appended as they complete (flush + fsync) and not kept in memory (a re-run
+reads the table line by line and keeps only the ids already written, which it skips); reasoner
 answers come from the cache in the toolcache SQLite file, so a re-run does not ask the server again.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from cli.datasets import Dataset, Question
+from cli.errors import mask_secrets
 from cli.pipeline import AnswerCache, PipelineError, identity_digest, run_tools
 from cli.resumable import (DEFAULT_CHUNK, DEFAULT_MAX_CONSECUTIVE_FAILURES, FailureGuard, JsonlAppender,
                            RunSummary, audio_or_error, is_correct)
@@ -18,7 +20,7 @@ from cli.resumable import (DEFAULT_CHUNK, DEFAULT_MAX_CONSECUTIVE_FAILURES, Fail
 
 def _error_row(q: Question, message: str) -> dict:
     return {"id": q.id, "question": q.question, "choices": list(q.choices), "audio": q.audio,
-            "error": " ".join(str(message).split())}
+            "error": mask_secrets(" ".join(str(message).split()))}
 
 
 def _short_answer(ans: Mapping[str, Any]) -> dict:
@@ -48,18 +50,22 @@ def collect(dataset: Dataset, reasoner, tools: Sequence[str], out: str | Path, *
     summary = RunSummary(total=len(dataset))
     guard = FailureGuard(max_failures)
     actions = ["direct", *tools]
-    with JsonlAppender(out) as table, JsonlAppender(out.with_name(out.name + ".errors.jsonl")) as errs:
-        for row in table.rows:
+    with JsonlAppender(out, keep_rows=False) as table, \
+            JsonlAppender(out.with_name(out.name + ".errors.jsonl"), keep_rows=False) as errs:
+        done: set[str] = set()
+        for _, row in table.iter_rows():
             if row.get("reasoner") is not None and row.get("reasoner") != rid:
                 raise PipelineError(
-                    f"{out} was collected with another reasoner configuration ({row.get('reasoner')} != {rid}); "
+                    f"{out} was collected with another reasoner configuration (reasoner id {row.get('reasoner')} "
+                    f"there, {rid} now: {cache.label} at {cache.identity.get('server', 'a local model')}); "
                     "write to a new --out file or delete the old one")
             have = set(row.get("outcomes", {}))
             if not set(actions) <= have:
                 raise PipelineError(
                     f"{out} holds rows without outcomes for {', '.join(sorted(set(actions) - have))}; "
                     "write to a new --out file to collect another tool set")
-        done = {row["id"] for row in table.rows if "id" in row}
+            if "id" in row:
+                done.add(row["id"])
         pending = [q for q in dataset.questions if q.id not in done]
         summary.skipped_done = len(dataset) - len(pending)
         for start in range(0, len(pending), chunk_size):
@@ -115,20 +121,34 @@ def collect(dataset: Dataset, reasoner, tools: Sequence[str], out: str | Path, *
                 if failure is not None:
                     guard.failed(failure)  # raises (ends the run) when the server looks down
     summary.server_calls, summary.cache_hits = cache.misses, cache.hits
+    summary.cache_note = cache.served_from_cache_note()
     return summary
 
 
 def collect_report(table_path: str | Path) -> dict:
-    """Per-action accuracy of an outcome table written by `collect` (whole file, all runs)."""
+    """Per-action accuracy of an outcome table written by `collect` (whole file, all runs), read
+    line by line: counts only, no rows held."""
     path = Path(table_path)
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    actions: list[str] = []
-    for r in items:
-        for a in r.get("outcomes", {}):
-            if a not in actions:
-                actions.append(a)
-    acc = {a: (sum(r["outcomes"].get(a, 0) for r in items) / len(items) if items else 0.0) for a in actions}
-    unmatched = {a: sum(1 for r in items if r.get("predictions", {}).get(a, {}).get("matched_by") == "none")
-                 for a in actions}
-    oracle = (sum(1 for r in items if any(r["outcomes"].values())) / len(items)) if items else 0.0
-    return {"rows": len(items), "actions": actions, "accuracy": acc, "unmatched": unmatched, "oracle": oracle}
+    rows = 0
+    right: dict[str, int] = {}
+    unmatched: dict[str, int] = {}
+    oracle = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            rows += 1
+            outcomes = r.get("outcomes", {})
+            for a, v in outcomes.items():
+                right[a] = right.get(a, 0) + int(v)
+                unmatched.setdefault(a, 0)
+            for a, p in (r.get("predictions") or {}).items():
+                if isinstance(p, dict) and p.get("matched_by") == "none":
+                    unmatched[a] = unmatched.get(a, 0) + 1
+            oracle += int(any(outcomes.values()))
+    actions = list(right)
+    return {"rows": rows, "actions": actions,
+            "accuracy": {a: (right[a] / rows if rows else 0.0) for a in actions},
+            "unmatched": {a: unmatched.get(a, 0) for a in actions},
+            "oracle": (oracle / rows) if rows else 0.0}

@@ -7,6 +7,8 @@ exits with a code that tells the class of failure apart.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import sys
 from typing import Iterator
 
@@ -31,9 +33,27 @@ def _domain_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[B
     return bad_input, peer
 
 
+# Environment variables whose values are secrets: never printed, whatever message quotes them.
+SECRET_ENV_VARS = ("OPENAI_API_KEY",)
+_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with credentials replaced by ***: URL userinfo, bearer tokens, and the values of
+    SECRET_ENV_VARS (an API key a server or proxy quoted back)."""
+    text = _USERINFO_RE.sub(r"\g<scheme>***@", str(text))
+    text = _BEARER_RE.sub(r"\g<1>***", text)
+    for name in SECRET_ENV_VARS:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:  # a 1-3 character "secret" would mask ordinary words
+            text = text.replace(value, "***")
+    return text
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> "typer.Exit":
-    """Print a one-line error and return the Exit to raise."""
-    line = " ".join(str(message).split())  # one line, whatever the exception text held
+    """Print a one-line error (secrets masked) and return the Exit to raise."""
+    line = mask_secrets(" ".join(str(message).split()))  # one line, whatever the exception text held
     print(f"error: {line}", file=sys.stderr)
     return typer.Exit(code)
 

@@ -40,6 +40,7 @@ class ReasonerConfig:
     timeout_s: float | None = None  # per-request timeout in seconds
     max_retries: int | None = None  # extra attempts after a timeout / 5xx (None = back-end default)
     concurrency: int | None = None  # parallel requests of the openai back-end (None = its default)
+    audio_part: str | None = None   # openai back-end: input_audio | audio_url | none (text-only model)
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None and not self.timeout_s > 0:
@@ -48,6 +49,18 @@ class ReasonerConfig:
             raise ValueError(f"--retries must be between 0 and 10 (got {self.max_retries})")
         if self.concurrency is not None and not 1 <= self.concurrency <= 256:
             raise ValueError(f"--concurrency must be between 1 and 256 (got {self.concurrency})")
+        if self.url is not None:
+            from reasoner.options import check_base_url
+
+            check_base_url(self.url.strip())  # userinfo refused here, before anything is sent
+        if self.audio_part is not None:
+            from reasoner.options import AUDIO_PARTS
+
+            if self.audio_part not in AUDIO_PARTS:
+                raise ValueError(f"--audio-part must be one of {', '.join(AUDIO_PARTS)} (got {self.audio_part!r})")
+            if self.name not in (None, "openai"):
+                raise ValueError(f"--audio-part is an option of the openai reasoner (an HTTP chat server); "
+                                 f"{self.name} always hears the audio: drop --audio-part or use --reasoner openai")
         if self.name is not None:
             from reasoner import available_reasoners
 
@@ -58,12 +71,17 @@ class ReasonerConfig:
     @classmethod
     def from_cli(cls, name: str | None, url: str | None, model: str | None,
                  timeout_s: float | None, max_retries: int | None = None,
-                 concurrency: int | None = None) -> "ReasonerConfig":
-        # A URL alone means the OpenAI-compatible back-end (vLLM): the common case.
-        if name is None and url is not None:
+                 concurrency: int | None = None, audio_part: str | None = None) -> "ReasonerConfig":
+        # A URL alone (--reasoner-url or $AUDIOROUTER_REASONER_URL) means the OpenAI-compatible
+        # back-end (vLLM): the common case.
+        import os
+
+        from reasoner.options import ENV_URL
+
+        if name is None and (url is not None or os.environ.get(ENV_URL, "").strip()):
             name = "openai"
         return cls(name=name, url=url, model=model, timeout_s=timeout_s, max_retries=max_retries,
-                   concurrency=concurrency)
+                   concurrency=concurrency, audio_part=audio_part)
 
     @property
     def enabled(self) -> bool:
@@ -84,6 +102,8 @@ class ReasonerConfig:
             options["max_retries"] = self.max_retries
         if self.concurrency is not None and self.name == "openai":
             options["concurrency"] = self.concurrency
+        if self.audio_part is not None and self.name == "openai":
+            options["audio_part"] = self.audio_part
         return create_reasoner(self.name, **options)
 
 
@@ -105,11 +125,26 @@ def check_audio(path: str | Path) -> str:
     return load_audio(str(path), max_seconds=1.0).sha256
 
 
-def load_router(router_dir: str | Path | None = None, precision: str = "int8"):
-    """textrouter's ONNX runtime router (None = the bundled default router)."""
+def load_router(router_dir: str | Path | None = None, precision: str = "int8", margin: float | None = None,
+                max_tool_rate: float | None = None):
+    """textrouter's ONNX runtime router (None = the bundled default router). The precision is
+    checked here first so the CLI's message names the option (--precision), not a Python keyword."""
     from textrouter import load_router as _load
+    from textrouter.runtime import MODEL_FILES, resolve_router_path
 
-    return _load(None if router_dir is None else str(router_dir), precision=precision)
+    if precision not in MODEL_FILES:
+        raise PipelineError(f"--precision must be one of {', '.join(sorted(MODEL_FILES))} (got {precision!r})")
+    folder = resolve_router_path(None if router_dir is None else str(router_dir))
+    model_file = folder / MODEL_FILES[precision]
+    if folder.is_dir() and (folder / "router.json").is_file() and not model_file.is_file():
+        have = [p for p, f in sorted(MODEL_FILES.items()) if (folder / f).is_file()]
+        raise PipelineError(
+            f"router {router_label(router_dir)} has no {precision} model ({model_file.name}; it has: "
+            f"{', '.join(have) or 'none'}); use --precision {have[0] if have else 'int8'}, or export the "
+            f"checkpoint again with `audiorouter export` (it keeps model.onnx unless --no-fp32)")
+    # margin / max_tool_rate: override the router's decision rule (textrouter.decision), None = stored
+    return _load(None if router_dir is None else str(router_dir), precision=precision, margin=margin,
+                 max_tool_rate=max_tool_rate)
 
 
 def router_label(router_dir: str | Path | None) -> str:
@@ -178,7 +213,20 @@ def prompt_text(question: str, choices: Sequence[str], evidence: Mapping[str, An
     return _text(build_messages(question, list(choices), evidence_for_prompt(evidence)))
 
 
+def reasoner_messages(question: str, choices: Sequence[str], evidence: Mapping[str, Any] | None,
+                      audio: str | Path | None, audio_part: str = "input_audio") -> list[dict]:
+    """The chat messages `route` sends to an OpenAI-compatible reasoner for one question: the
+    evidence without timing flags, the audio part unless audio_part is "none". For a gateway."""
+    from reasoner.openai_backend import chat_messages
+
+    return chat_messages(audio, question, list(choices), evidence_for_prompt(evidence), audio_part_style=audio_part)
+
+
 def identity_digest(identity: Mapping[str, Any]) -> str:
+    """Digest of a reasoner configuration for output files (`collect`'s `reasoner`, `batch`'s run
+    record): the server URL is left out so a run resumes against the same weights behind another
+    address (a restarted server, a replica); the answer cache key keeps it."""
+    identity = {k: v for k, v in identity.items() if k != "server"}
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -187,7 +235,10 @@ class AnswerCache:
     """Reasoner answers in the toolcache SQLite file (namespace "reasoner").
 
     Key = reasoner.cache_identity() + the prompt text + the audio's sha256: a different model,
-    prompt version, generation setting, evidence or clip misses.
+    prompt version, generation setting, evidence or clip misses. For the openai back-end the
+    identity holds the server's base URL and the weights it serves under the model name (the
+    `root` of GET /v1/models), so building the cache asks the server once (ReasonerUnavailable
+    when it is down: cached answers are never passed off as a run against an unreachable server).
     """
 
     NAMESPACE = "reasoner"
@@ -201,6 +252,16 @@ class AnswerCache:
         self._cache = None
         self.hits = 0
         self.misses = 0
+
+    def served_from_cache_note(self) -> str | None:
+        """One line saying how many answers came from the cache and whose they are (None if none)."""
+        if not self.hits:
+            return None
+        where = self.identity.get("server")
+        served = self.identity.get("served_root")
+        whose = f"{self.label}" + (f" at {where}" if where else "") + (f", serving {served}" if served else "")
+        return (f"{self.hits} reasoner answer(s) served from the cache (same prompt, audio and {whose}); "
+                "--no-cache asks the server again")
 
     def _store(self):
         if self._cache is None:
@@ -263,16 +324,35 @@ class AnswerCache:
 
 def route_question(router, question: str, choices: Sequence[str] | None, audio: str | Path, *,
                    router_name: str = "default", reasoner=None, answer_cache: AnswerCache | None = None,
-                   use_cache: bool = True, audio_sha256: str | None = None) -> dict:
+                   use_cache: bool = True, audio_sha256: str | None = None, routed: Mapping | None = None) -> dict:
     """One question end to end. Returns the `route --json` document.
 
     The router sees only question + choices; a tool runs only if chosen (direct => no tool); the
-    reasoner (if any) answers once, with the tool's evidence or none.
+    reasoner (if any) answers once, with the tool's evidence or none. `routed`: the router's
+    result when already computed (batch routes a chunk at once with route_batch).
     """
+    doc, exc = route_question_keeping_partial(
+        router, question, choices, audio, router_name=router_name, reasoner=reasoner,
+        answer_cache=answer_cache, use_cache=use_cache, audio_sha256=audio_sha256, routed=routed)
+    if exc is not None:
+        raise exc
+    return doc
+
+
+def route_question_keeping_partial(router, question: str, choices: Sequence[str] | None, audio: str | Path, *,
+                                   router_name: str = "default", reasoner=None,
+                                   answer_cache: AnswerCache | None = None, use_cache: bool = True,
+                                   audio_sha256: str | None = None, routed: Mapping | None = None
+                                   ) -> tuple[dict, BaseException | None]:
+    """Like route_question, but a failing reasoner does not throw the routing decision and the
+    evidence away: returns (document with answer None and `reasoner_error`, the exception)."""
+    from reasoner.errors import ReasonerError
+
     t0 = time.perf_counter()
     if audio_sha256 is None:
         audio_sha256 = check_audio(audio)  # before routing: bad audio fails fast, nothing computed
-    routed = router.route(question, list(choices) if choices else None)
+    if routed is None:
+        routed = router.route(question, list(choices) if choices else None)
     action = routed["action"]
     routing = {"action": action, "probs": {k: float(v) for k, v in routed["probs"].items()},
                "elapsed_ms": float(routed.get("elapsed_ms", 0.0)), "router": router_name,
@@ -283,18 +363,26 @@ def route_question(router, question: str, choices: Sequence[str] | None, audio: 
         t = time.perf_counter()
         evidence = run_tool(action, audio, use_cache=use_cache)
         timings["tool_ms"] = (time.perf_counter() - t) * 1000.0
-    answer = None
+    answer, failure = None, None
     if reasoner is not None:
         if not choices:
             raise PipelineError('a reasoner answers multiple-choice questions: add --choices "A|B|C"')
         t = time.perf_counter()
-        if answer_cache is not None:
-            answer = answer_cache.answer(audio, audio_sha256, question, choices, evidence)
-        else:
-            answer = dict(reasoner.answer(str(audio), question, list(choices), evidence_for_prompt(evidence)),
-                          cached=False)
+        try:
+            if answer_cache is not None:
+                answer = answer_cache.answer(audio, audio_sha256, question, choices, evidence)
+            else:
+                answer = dict(reasoner.answer(str(audio), question, list(choices), evidence_for_prompt(evidence)),
+                              cached=False)
+        except ReasonerError as exc:
+            failure = exc
         timings["reasoner_ms"] = (time.perf_counter() - t) * 1000.0
     timings["total_ms"] = (time.perf_counter() - t0) * 1000.0
     timings = {k: round(v, 3) for k, v in timings.items()}
-    return {"question": question, "choices": list(choices) if choices else [], "audio": str(audio),
-            "routing": routing, "evidence": evidence, "answer": answer, "timings": timings}
+    doc = {"question": question, "choices": list(choices) if choices else [], "audio": str(audio),
+           "routing": routing, "evidence": evidence, "answer": answer, "timings": timings}
+    if failure is not None:
+        from cli.errors import mask_secrets
+
+        doc["reasoner_error"] = mask_secrets(" ".join(str(failure).split()))
+    return doc, failure

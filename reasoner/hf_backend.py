@@ -126,7 +126,7 @@ class HFReasoner(Reasoner):
             import transformers
         except ImportError as exc:
             raise ReasonerError(f"the {self.name} reasoner needs torch and transformers ({exc.name} is missing): "
-                                "pip install 'audiorouter[gpu]'") from exc
+                                "pip install -e '.[gpu]' in a checkout of audiorouter") from exc
         return torch, transformers
 
     def _resolve_device(self, torch):

@@ -18,9 +18,33 @@ ENV_API_KEY = "OPENAI_API_KEY"
 # How the audio travels in an OpenAI-compatible request (both accepted by vLLM's chat API):
 #   input_audio: {"type": "input_audio", "input_audio": {"data": <base64>, "format": "wav"}}
 #   audio_url:   {"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64,<base64>"}}
-AUDIO_PARTS = ("input_audio", "audio_url")
+#   none:        no audio at all: a text-only chat model answers from question, choices and the
+#                tool evidence (a cascade reasoner, like the bundled table's `*_then_gpt4o` columns)
+AUDIO_PARTS = ("input_audio", "audio_url", "none")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def check_base_url(url: str) -> None:
+    """ValueError (message without the secret) for a URL that is not http(s)://HOST[:PORT][/path]
+    or that carries credentials: userinfo would be printed in messages and sent to name resolution."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"reasoner URL must look like http://HOST:PORT/v1, got {mask_url(url)!r}")
+    if "@" in parsed.netloc:
+        raise ValueError(f"reasoner URL {mask_url(url)!r} holds credentials (user:password@); remove them and "
+                         f"pass the key with ${ENV_API_KEY} instead")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any userinfo replaced by ***."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return str(url)
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def _check_range(name: str, value, low, high) -> None:
@@ -51,7 +75,8 @@ class OpenAIOptions:
     backoff_s: first retry delay in seconds; doubles per retry, with +-50 % jitter, capped at 30 s.
     concurrency: parallel requests in answer_many (vLLM batches concurrent requests itself).
     temperature, max_tokens: generation; temperature 0 = greedy, deterministic answers.
-    audio_part: "input_audio" (default) or "audio_url" (a data: URL), see AUDIO_PARTS.
+    audio_part: "input_audio" (default), "audio_url" (a data: URL) or "none" (text-only model: no
+        audio is sent, only question, choices and evidence), see AUDIO_PARTS.
     max_evidence_chars: tool JSON shown to the model is cut to about this many characters.
     """
 
@@ -71,9 +96,8 @@ class OpenAIOptions:
         base_url = (self.base_url or os.environ.get(ENV_URL, "")).strip()
         if not base_url:
             raise ValueError(f"base_url is not set: pass --reasoner-url http://HOST:8000/v1 or set ${ENV_URL}")
+        check_base_url(base_url)
         parsed = urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"base_url must look like http://HOST:PORT/v1, got {base_url!r}")
         base_url = base_url.rstrip("/")
         if parsed.path in ("", "/"):
             base_url += "/v1"

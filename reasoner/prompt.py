@@ -105,15 +105,20 @@ def user_text(question: str, choices: Sequence[str], evidence: dict | None = Non
     choices = validate_question(question, choices)
     parts = [f"Question: {question.strip()}", "Options:", format_choices(choices)]
     if evidence is not None:
-        tool = evidence.get("tool", "unknown tool") if isinstance(evidence, dict) else "unknown tool"
-        parts += [
-            "",
-            f"Auxiliary evidence from the tool `{tool}` (its JSON output and stated limits). It may be "
-            "incomplete or wrong: use it together with what you hear, not instead of it.",
-            compact_evidence(evidence, max_evidence_chars),
-        ]
+        parts += ["", evidence_block(evidence, max_evidence_chars)]
     parts += ["", INSTRUCTION]
     return "\n".join(parts)
+
+
+def evidence_block(evidence: dict, max_evidence_chars: int = DEFAULT_MAX_EVIDENCE_CHARS) -> str:
+    """The header naming the tool plus its compact JSON: what `user_text` adds for a tool action
+    (the gateway appends the same block to a free-form question that has no choices)."""
+    tool = evidence.get("tool", "unknown tool") if isinstance(evidence, dict) else "unknown tool"
+    return "\n".join([
+        f"Auxiliary evidence from the tool `{tool}` (its JSON output and stated limits). It may be "
+        "incomplete or wrong: use it together with what you hear, not instead of it.",
+        compact_evidence(evidence, max_evidence_chars),
+    ])
 
 
 def build_messages(question: str, choices: Sequence[str], evidence: dict | None = None,

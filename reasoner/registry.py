@@ -137,6 +137,9 @@ class Reasoner:
         return {"backend": self.name, "model": self.model, "prompt_version": PROMPT_VERSION,
                 "params": self._generation_params()}
 
+    def cancel(self) -> None:
+        """Abort in-flight requests (Ctrl-C); back-ends without any (in-process models) do nothing."""
+
     def close(self) -> None:
         """Release resources (thread pools, GPU memory)."""
 

@@ -9,31 +9,25 @@ real outcome table (textrouter/data/mmau-mini-outcomes-dev.jsonl, 499 MMAU test-
     direct = qwen2_audio_direct        (Qwen2-Audio-7B-Instruct answering from the audio)
     asr    = whisper_asr_then_gpt4o    (Whisper transcript, then a reasoner answers)
 
-Training uses textrouter's own API (the same code as `audiorouter train`): MiniLM-L6 encoder,
-masked mean pooling, linear head; `--mode head` (default: frozen encoder, GRPO on the head,
-textrouter.grpo defaults) or `--mode lora` (the paper's recipe: LoRA r16/alpha32 + head, one
-epoch). Why head by default, measured on this table (direct vs asr, seed 0):
-  head, 5-fold CV (textrouter.evaluate.cross_validate): routed accuracy 57.7% vs always-direct
-    54.5%, supervised per-action logreg 57.3%, oracle 69.3% (grpo defaults: 10 head epochs);
-  lora, one epoch on all 499 rows: calls the tool on 0.4% of the questions, in-sample routed
-    accuracy 54.7% (= always direct): one epoch at the default learning rates barely moves it.
-The export
-is `textrouter.export.export_policy` (fp32 ONNX fused by onnxruntime's transformer optimizer and
-checked against torch, dynamic int8 of the fused graph checked against fp32 on the 499 questions:
-497/499 same action, so `auto` keeps the fast `dynamic` method); only the int8 model is shipped.
+Training uses textrouter's own API (the same code as `audiorouter train`): `--recipe auto` by
+default, the recipe chosen by nested CV (docs/router-training.md): head mode on frozen MiniLM
+embeddings (or the minilm-static table for `fast`), the reward chosen per table by a 4-fold inner
+CV, and the decision margin (call asr only when p(asr) - p(direct) > margin) fitted on the
+out-of-fold probabilities and stored in router.json `decision`; `--recipe paper` gives the paper's
+LoRA recipe. The export is `textrouter.export.export_policy` (fp32 ONNX checked against torch,
+int8 checked against fp32 on the 499 questions); only the int8 model is shipped.
 
 Deterministic: fixed seed, deterministic torch ops, a deterministic exporter and quantiser;
 re-running on the same machine gives the same model.int8.onnx bytes (router.json differs only in
 `created`); another CPU may round MiniLM's float arithmetic differently and give other bytes.
 
-    python scripts/build_default_router.py                 # default router: head mode, seed 0 (~3 min on 2 cores)
+    python scripts/build_default_router.py                 # default router: recipe auto, seed 0 (~3 min on 2 cores)
     python scripts/build_default_router.py --which fast    # the fast router (minilm-static; ~1 min)
-    python scripts/build_default_router.py --mode lora     # paper recipe (~5 min training)
+    python scripts/build_default_router.py --recipe paper  # paper recipe (LoRA; ~5-10 min training)
     python scripts/build_default_router.py --out /tmp/r    # somewhere else
 
-The fast router (same table, actions, reward and head-mode defaults; `--encoder minilm-static`):
-5-fold CV on this pair 58.7% vs 57.7% for the MiniLM router (seed 0); int8 file 94 KB; its export
-folds the head into the token table, so int8 and fp32 pick the same action on 499/499 questions.
+The fast router: same table, actions and recipe, `--encoder minilm-static`; its export folds the
+head into the token table (int8 file ~94 KB).
 
 Retrain for your reasoner and tools: collect an outcome table with `audiorouter collect`, then
 `audiorouter train TABLE --direct COL --tool asr=COL ... --out CKPT && audiorouter export CKPT`.
@@ -57,24 +51,25 @@ TOOL_COLUMNS = {"asr": "whisper_asr_then_gpt4o"}  # action name = toolcache tool
 ENCODERS = {"default": "minilm", "fast": "minilm-static"}
 
 
-def train(mode: str, seed: int, reward: str, encoder: str = "minilm"):
-    """(policy, checkpoint meta) trained on the bundled table: the same textrouter.grpo.fit_router
-    that `audiorouter train` runs."""
-    from textrouter import grpo
+def train(recipe: str, seed: int, encoder: str = "minilm"):
+    """(policy, checkpoint meta) trained on the bundled table: the same textrouter.training.fit_router
+    and recipe resolution that `audiorouter train --recipe RECIPE` runs."""
+    from textrouter import training
     from textrouter.table import BUNDLED_TABLE, ActionMapping, load_table
 
     mapping = ActionMapping(direct=DIRECT_COLUMN, tools=TOOL_COLUMNS)
     table = load_table(BUNDLED_TABLE, mapping)
-    opts = grpo.TrainOptions(mode=mode, seed=seed, reward=grpo.RewardConfig(kind=reward), encoder=encoder)
-    policy, _, meta = grpo.fit_router(table, mapping, opts, BUNDLED_TABLE.name)
+    plan = training.plan(recipe, encoder=encoder, seed=seed)
+    policy, _, meta = training.fit_router(table, mapping, plan, BUNDLED_TABLE.name)
     return policy, meta
 
 
-def build(out: Path, mode: str, seed: int, reward: str, encoder: str = "minilm") -> dict:
+def build(out: Path, recipe: str, seed: int, encoder: str = "minilm") -> dict:
     from textrouter.export import ExportOptions, export_policy
     from textrouter.model import tokenizer_path
 
-    policy, meta = train(mode, seed, reward, encoder)
+    policy, meta = train(recipe, seed, encoder)
+    mode = meta["mode"]
     print(f"trained ({mode}): {json.dumps({k: v for k, v in meta['metrics'].items() if k != 'options'})}",
           file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,18 +94,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--which", choices=sorted(ENCODERS), default="default", help="which bundled router to build")
     ap.add_argument("--out", type=Path, default=None, help="folder (default: the bundled folder of --which)")
-    ap.add_argument("--mode", choices=("head", "lora"), default="head")
+    from textrouter.training import available_recipes
+
+    ap.add_argument("--recipe", choices=available_recipes(), default="auto",
+                    help="training recipe (default auto, the `audiorouter train` default; paper: LoRA)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reward", default="aligned", help="aligned (default), relative (paper), absolute")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from textrouter.runtime import BUNDLED_ROUTERS
 
     encoder = ENCODERS[args.which]
     out = args.out or BUNDLED_ROUTERS[args.which]
-    doc = build(out, args.mode, args.seed, args.reward, encoder)
-    print(json.dumps({"router": str(out), "metrics": doc["metrics"],
-                      "training": doc["training"]["metrics"]}, indent=2))
+    doc = build(out, args.recipe, args.seed, encoder)
+    print(json.dumps({"router": str(out), "metrics": doc["metrics"], "training": doc["training"]["metrics"],
+                      "selection": {k: v for k, v in (doc.get("selection") or {}).items() if k != "candidates"},
+                      "decision": {k: v for k, v in (doc.get("decision") or {}).items() if k != "curve"}},
+                     indent=2))
     return 0
 
 

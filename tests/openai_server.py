@@ -16,12 +16,17 @@ Answer policy (`default_policy`, replace with `policy=callable(body) -> str`), i
   3. otherwise option A.  The reply reads "(X) option text".
 
 Faults: `faults` is a list consumed one per request (then `default_fault`), each one of
-  "ok", "500", "503", "429", "404", "slow" (sleep `slow_s` then answer), "malformed" (200 with a
-  non-JSON body), "drop" (close the socket without replying).
-A request for a model not in `models` gets a vLLM-style 404 as well.
+  "ok", "500", "503", "429", "404", "slow" (sleep `slow_s` then answer),
+  "malformed" (200 with a non-JSON body), "drop" (close the socket without replying),
+  "redirect" (302 to `redirect_to` + the request path: another origin, e.g. a second server),
+  "401echo" (401 whose message quotes the request's Authorization header, as a careless proxy
+  does: tests check the client never prints it).
+A request for a model not in `models` gets a vLLM-style 404 as well. `roots` maps a served name to
+the weights it really serves (vLLM's `root` field of GET /v1/models; default: the name itself).
 
-Recorded: `requests` (parsed JSON bodies + decoded audio bytes), `request_count`, `max_in_flight`,
-`paths`. The server serves at most `max_requests` requests (then 503) and bodies up to
+Recorded: `requests` (parsed JSON bodies + decoded audio bytes; `record_bodies=False` keeps only
+path/fault/time, for memory benches), `request_count`, `max_in_flight`, `paths`. The listen backlog
+is 128 (http.server's default of 5 made 16 concurrent clients slower than 4). The server serves at most `max_requests` requests (then 503) and bodies up to
 `max_body_bytes` (then 413), and `stop()` (or leaving the `with`) shuts it down and wakes any
 sleeping "slow" handlers.
 
@@ -37,7 +42,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-FAULTS = ("ok", "500", "503", "429", "404", "slow", "malformed", "drop")
+FAULTS = ("ok", "500", "503", "429", "404", "slow", "malformed", "drop", "redirect", "401echo")
 MARKER_RE = re.compile(r"\[\[answer:\s*(.+?)\s*\]\]", re.IGNORECASE)
 OPTION_RE = re.compile(r"^\(([A-Z])\) (.+)$", re.MULTILINE)
 DEFAULT_MODEL = "test-audio-llm"
@@ -101,13 +106,20 @@ def decode_audio_parts(body: dict) -> list[tuple[str, bytes]]:
     return found
 
 
+class _Httpd(ThreadingHTTPServer):
+    # Listen backlog (pending connections the kernel queues): 5 by default in socketserver, which
+    # refused/retried bursts of 16+ concurrent clients; vLLM (uvicorn) uses 2048.
+    request_queue_size = 128
+
+
 class OpenAITestServer:
     """Threaded HTTP server speaking enough of the OpenAI chat API for the reasoner client."""
 
     def __init__(self, policy: Callable[[dict], str] | None = None, models: tuple[str, ...] = (DEFAULT_MODEL,),
                  faults: list[str] | None = None, default_fault: str = "ok", slow_s: float = 5.0,
                  delay_s: float = 0.0, max_requests: int = 500, max_body_bytes: int = 64 * 1024 * 1024,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, roots: dict[str, str] | None = None,
+                 redirect_to: str = "", record_bodies: bool = True) -> None:
         for fault in [*(faults or []), default_fault]:
             if fault not in FAULTS:
                 raise ValueError(f"unknown fault {fault!r}; valid: {', '.join(FAULTS)}")
@@ -119,6 +131,9 @@ class OpenAITestServer:
         self.delay_s = delay_s        # seconds every request takes (to observe concurrency)
         self.max_requests = max_requests
         self.max_body_bytes = max_body_bytes
+        self.roots = dict(roots or {})
+        self.redirect_to = redirect_to.rstrip("/")  # origin a "redirect" fault sends the client to
+        self.record_bodies = record_bodies
         # {"path", "body", "audio": [(fmt, bytes)], "fault", "t" (monotonic s), "headers"}
         self.requests: list[dict] = []
         self.paths: list[str] = []
@@ -127,7 +142,7 @@ class OpenAITestServer:
         self.max_in_flight = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd = _Httpd((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread: threading.Thread | None = None
@@ -187,6 +202,24 @@ class OpenAITestServer:
                 self.end_headers()
                 self.wfile.write(raw)
 
+            def _send_stream(self, model: str, count: int, text: str) -> None:
+                """SSE as vLLM sends it: one chat.completion.chunk per word, then [DONE]."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")   # no length: the stream ends with the socket
+                self.end_headers()
+                self.close_connection = True
+                words = text.split(" ")
+                for i, word in enumerate(words):
+                    chunk = {"id": f"chatcmpl-test-{count}", "object": "chat.completion.chunk",
+                             "created": int(time.time()), "model": model,
+                             "choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word},
+                                          "finish_reason": "stop" if i == len(words) - 1 else None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+
             def _error(self, status: int, message: str, kind: str) -> None:
                 self._send_json(status, {"object": "error", "message": message, "type": kind,
                                          "code": status, "error": {"message": message, "type": kind, "code": status}})
@@ -195,7 +228,8 @@ class OpenAITestServer:
                 server.paths.append(self.path)
                 if self.path.rstrip("/") == "/v1/models":
                     self._send_json(200, {"object": "list", "data": [
-                        {"id": m, "object": "model", "owned_by": "test"} for m in server.models]})
+                        {"id": m, "object": "model", "owned_by": "test", "root": server.roots.get(m, m)}
+                        for m in server.models]})
                 else:
                     self._error(404, f"no route {self.path}", "NotFoundError")
 
@@ -226,7 +260,7 @@ class OpenAITestServer:
                     return self._error(404, f"no route {self.path}", "NotFoundError")
                 fault = server._next_fault()
                 record = {"path": self.path, "fault": fault, "t": time.monotonic(), "body": None, "audio": [],
-                          "headers": dict(self.headers)}
+                          "headers": dict(self.headers) if server.record_bodies else {}}
                 server.requests.append(record)
                 if server.delay_s:
                     server._stopping.wait(server.delay_s)
@@ -234,8 +268,19 @@ class OpenAITestServer:
                     self.close_connection = True
                     self.connection.shutdown(2)  # close without a status line
                     return
-                if fault in ("500", "503", "429"):
+                if fault in ("500", "503"):
                     return self._error(int(fault), "injected failure", "InternalServerError")
+                if fault == "429":
+                    return self._error(429, "injected rate limit", "RateLimitError")
+                if fault == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if fault == "401echo":
+                    return self._error(401, f"bad credentials {self.headers.get('Authorization')!r}",
+                                       "AuthenticationError")
                 if fault == "slow":
                     server._stopping.wait(server.slow_s)
                 if fault == "malformed":
@@ -248,14 +293,17 @@ class OpenAITestServer:
                     return
                 try:
                     body = json.loads(raw)
-                    record["body"] = body
-                    record["audio"] = decode_audio_parts(body)
+                    audio = decode_audio_parts(body)
+                    if server.record_bodies:
+                        record["body"], record["audio"] = body, audio
                 except (json.JSONDecodeError, KeyError, ValueError) as exc:
                     return self._error(400, f"bad request body: {exc}", "BadRequestError")
                 model = body.get("model")
                 if fault == "404" or model not in server.models:
                     return self._error(404, f"The model `{model}` does not exist.", "NotFoundError")
                 text = server.policy(body)
+                if body.get("stream"):
+                    return self._send_stream(model, count, text)
                 self._send_json(200, {
                     "id": f"chatcmpl-test-{count}", "object": "chat.completion", "created": int(time.time()),
                     "model": model,
@@ -273,8 +321,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the test OpenAI-compatible server in the foreground.")
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds every request takes")
+    parser.add_argument("--no-record", action="store_true", help="keep no request bodies (memory benches)")
+    parser.add_argument("--max-requests", type=int, default=500, help="then 503 (a runaway client stops)")
     args = parser.parse_args()
-    server = OpenAITestServer(models=(args.model,), port=args.port)
+    server = OpenAITestServer(models=(args.model,), port=args.port, delay_s=args.delay,
+                              record_bodies=not args.no_record, max_requests=args.max_requests)
     print(f"serving {server.url} (model {args.model}); Ctrl-C to stop", flush=True)
     try:
         server._httpd.serve_forever(poll_interval=0.2)

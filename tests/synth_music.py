@@ -20,7 +20,8 @@ import numpy as np
 PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 _ALIASES = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
 # Intervals in semitones above the root.
-QUALITIES = {"maj": (0, 4, 7), "min": (0, 3, 7)}
+QUALITIES = {"maj": (0, 4, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11),
+             "min7": (0, 3, 7, 10), "dim": (0, 3, 6), "aug": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7)}
 
 
 def db_to_amp(db: float) -> float:
@@ -65,7 +66,8 @@ def parse_label(label: str) -> tuple[int, str]:
     root, _, quality = label.partition(":")
     root = _ALIASES.get(root, root)
     if root not in PITCH_CLASSES or quality not in QUALITIES:
-        raise ValueError(f"bad chord label {label!r}; use ROOT:maj or ROOT:min with ROOT in {PITCH_CLASSES}")
+        raise ValueError(f"bad chord label {label!r}; use ROOT:QUALITY with ROOT in {PITCH_CLASSES} "
+                         f"and QUALITY in {list(QUALITIES)}")
     return PITCH_CLASSES.index(root), quality
 
 

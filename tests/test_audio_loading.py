@@ -155,3 +155,110 @@ def test_bad_inputs_raise_one_line_audio_error(tmp_path, case, speech_wav):
     expected = {"missing": "not found", "directory": "directory", "empty": "empty",
                 "text": "cannot decode", "truncated_header": "cannot decode", "zero_length": "no audio samples"}
     assert expected[case] in msg
+
+
+# ---------------------------------------------------------------- non-finite samples (issue 12 item 5)
+def _float_wav(p: Path, x: np.ndarray, sr: int = 16000) -> Path:
+    sf.write(p, x, sr, subtype="FLOAT")  # only float WAVs can hold NaN/inf
+    return p
+
+
+@pytest.mark.parametrize("case", ["some_nan", "all_nan", "inf", "stereo_nan_one_channel"])
+def test_non_finite_samples_are_refused_with_one_line(tmp_path, case):
+    x = _tone(3.0, 16000)
+    if case == "some_nan":
+        x[16000:17000] = np.nan  # 1000 NaN samples from 1.0 s
+    elif case == "all_nan":
+        x[:] = np.nan
+    elif case == "inf":
+        x[8000] = np.inf
+        x[8001] = -np.inf
+    else:
+        x = np.stack([x, x.copy()], axis=1)
+        x[4000:4010, 1] = np.nan
+    p = _float_wav(tmp_path / f"{case}.wav", x)
+    with pytest.raises(AudioError) as info:
+        load_audio(p)
+    msg = str(info.value)
+    assert "\n" not in msg and p.name in msg and "non-finite" in msg and "; " in msg
+    expected = {"some_nan": ("1000 ", "1.000 s"), "all_nan": ("48000 ", "0.000 s"),
+                "inf": ("2 ", "0.500 s"), "stereo_nan_one_channel": ("10 ", "0.250 s")}[case]
+    for needle in expected:
+        assert needle in msg, (needle, msg)
+
+
+def test_non_finite_audio_is_never_cached(tmp_path):
+    import toolcache
+    from toolcache import Cache
+
+    x = _tone(3.0, 16000)
+    x[16000:17000] = np.nan
+    p = _float_wav(tmp_path / "nan_tone.wav", x)
+    for tool in ("audio_features", "sound_events"):
+        with pytest.raises(AudioError, match="non-finite"):
+            toolcache.run(tool, p)
+    assert Cache().stats()["entries"] == 0
+    # The same tone without the NaNs is fine (the check does not refuse finite float audio).
+    clean = _float_wav(tmp_path / "clean.wav", _tone(3.0, 16000))
+    assert toolcache.run("audio_features", clean)["cached"] is False
+
+
+# ---------------------------------------------------------------- data shorter than the header (item 9)
+def test_wav_shorter_than_its_header_is_flagged(tmp_path):
+    import toolcache
+
+    full = tmp_path / "full.wav"
+    sf.write(full, _tone(10.0, 16000), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 1000])  # header says 10 s, 500 frames of data follow
+    clip = load_audio(cut)
+    assert clip.duration_s == pytest.approx(500 / 16000)
+    assert clip.header_duration_s == pytest.approx(10.0)
+    assert not clip.truncated
+    assert load_audio(full).header_duration_s is None  # a complete file is not flagged
+    env = toolcache.run("sound_events", cut)
+    assert env["audio"]["header_mismatch"] is True
+    assert env["audio"]["header_duration_s"] == pytest.approx(10.0)
+    assert env["audio"]["original_duration_s"] == pytest.approx(500 / 16000)
+    assert toolcache.run("sound_events", full)["audio"]["header_mismatch"] is False
+    # A hit carries the flag too (it is part of the stored envelope).
+    assert toolcache.run("sound_events", cut)["audio"]["header_mismatch"] is True
+
+
+def test_wav_cut_but_longer_than_max_seconds_is_truncated_and_flagged(tmp_path):
+    full = tmp_path / "full.wav"
+    sf.write(full, _tone(10.0, 8000), 8000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 2 * 8000 * 6])  # 6 s of the 10 s the header says
+    clip = load_audio(cut, max_seconds=2)
+    assert clip.truncated and clip.duration_s == pytest.approx(2.0)
+    assert clip.original_duration_s == pytest.approx(6.0)
+    assert clip.header_duration_s == pytest.approx(10.0)
+
+
+def test_flac_cut_short_is_flagged(tmp_path):
+    full = tmp_path / "full.flac"
+    sf.write(full, _tone(10.0, 16000) + 0.01 * np.random.default_rng(0).standard_normal(160000).astype(np.float32),
+             16000, format="FLAC")
+    cut = tmp_path / "cut.flac"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    clip = load_audio(cut)
+    assert clip.duration_s < 6.0
+    assert clip.header_duration_s == pytest.approx(10.0)
+
+
+# ---------------------------------------------------------------- max_seconds cap (issue 16 item 8)
+def test_max_seconds_above_the_cap_is_refused_naming_it(monkeypatch, speech_wav):
+    from toolcache.audio import MAX_SECONDS_CAP, validate_max_seconds
+
+    assert validate_max_seconds(MAX_SECONDS_CAP) == MAX_SECONDS_CAP
+    with pytest.raises(ValueError) as info:
+        validate_max_seconds(MAX_SECONDS_CAP + 1, "--max-seconds")
+    msg = str(info.value)
+    assert "\n" not in msg and "cap" in msg and f"{MAX_SECONDS_CAP:g}" in msg and "memory" in msg
+    with pytest.raises(ValueError, match="cap"):
+        load_audio(speech_wav, max_seconds=1e9)
+    monkeypatch.setenv("AUDIOROUTER_MAX_SECONDS", "100000")
+    with pytest.raises(ValueError, match="AUDIOROUTER_MAX_SECONDS.*cap"):
+        load_audio(speech_wav)

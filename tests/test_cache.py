@@ -202,7 +202,8 @@ def test_reasoner_namespace_roundtrip(tmp_path):
 def test_lru_eviction_keeps_recently_used(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod, "TOUCH_RESOLUTION_S", 0.0)  # every hit refreshes last_used
     value = {"blob": "x" * 1000}  # ~1 kB per entry
-    c = Cache(tmp_path / "lru.sqlite", max_bytes=5_500)
+    one = cache_mod.entry_size("k" * 64, cache_mod.compact_json(value))  # counted bytes of one entry
+    c = Cache(tmp_path / "lru.sqlite", max_bytes=int(5.5 * one))
     for i in range(5):
         c.put_json("tool", {"tool": "t", "i": i}, value)
         time.sleep(0.002)
@@ -212,7 +213,7 @@ def test_lru_eviction_keeps_recently_used(tmp_path, monkeypatch):
     present = [i for i in range(6) if c.has("tool", {"tool": "t", "i": i})]
     assert present == [0, 2, 3, 4, 5]
     total = c.conn.execute("SELECT SUM(size) FROM entries").fetchone()[0]
-    assert total <= 5_500
+    assert total <= 5.5 * one
     assert total == c.conn.execute("SELECT value FROM meta WHERE name='total_size'").fetchone()[0]
     c.put_json("tool", {"tool": "t", "i": 5}, {"blob": "y" * 10})  # replace: running total stays exact
     total = c.conn.execute("SELECT SUM(size) FROM entries").fetchone()[0]
@@ -241,7 +242,9 @@ def test_corrupt_cache_file_gives_one_line_fix(tmp_path):
     p.write_bytes(b"this is definitely not an sqlite database" * 100)
     with pytest.raises(CacheError) as info:
         Cache(p).get_json("tool", {"tool": "x"})
-    assert "delete that file" in str(info.value) and "\n" not in str(info.value)
+    msg = str(info.value)
+    assert "audiorouter cache clear" in msg and "damaged" in msg and "\n" not in msg
+    assert "delete" not in msg
 
 
 _WRITER = """
@@ -290,3 +293,205 @@ def test_import_toolcache_is_light():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"import toolcache pulled in {out}"
+
+
+# ------------------------------------------------------------------ issue 16: eviction, counters, compaction
+def _fill(c: Cache, n: int, start: int = 0, pad: int = 3000) -> None:
+    many = getattr(c, "put_many_json", None)  # (the pre-issue-16 cache had only put_json)
+    for s in range(start, start + n, 500):
+        items = [({"tool": "fill", "i": i}, {"i": i, "pad": "p" * pad}) for i in range(s, min(start + n, s + 500))]
+        if many is not None:
+            many("tool", items)
+        else:
+            for parts, value in items:
+                c.put_json("tool", parts, value)
+
+
+def _counters_match_rows(path) -> None:
+    con = sqlite3.connect(path)
+    n, total = con.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
+    meta = dict(con.execute("SELECT name, value FROM meta").fetchall())
+    assert (meta["entries"], meta["total_size"]) == (n, total)
+    by_tool = {(ns, t): (k, b) for ns, t, k, b in con.execute(
+        "SELECT namespace, tool, COUNT(*), SUM(size) FROM entries GROUP BY namespace, tool")}
+    tally = {(ns, t): (k, b) for ns, t, k, b in con.execute("SELECT * FROM tally WHERE entries != 0")}
+    assert tally == by_tool
+    con.close()
+
+
+def test_eviction_is_bounded_batches_from_a_keys_only_index(tmp_path):
+    """A put over the limit evicts one small batch (not the whole excess in one transaction), and
+    the candidates come from a covering index: no value is read to choose them."""
+    path = tmp_path / "c.sqlite"
+    big = Cache(path, max_bytes=10**12)
+    _fill(big, 1500)
+    total = big.stats()["bytes"]
+    small = Cache(path, max_bytes=total // 2)
+    small.put_json("tool", {"tool": "new"}, {"x": 1})
+    after_one_put = small.stats()
+    assert after_one_put["entries"] >= 1500 - getattr(cache_mod, "EVICT_BATCH_ROWS", 64)  # one bounded batch only
+    assert after_one_put["bytes"] > small.max_bytes                         # the rest is left for later
+    plan = " ".join(r[-1] for r in small.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id, size FROM entries INDEXED BY entries_lru WHERE id != 1"
+        " ORDER BY last_used LIMIT 64"))
+    assert "COVERING INDEX entries_lru" in plan, plan
+    res = small.evict()
+    assert res["batches"] > 1 and small.total_size() <= small.max_bytes
+    assert small.has("tool", {"tool": "new"})                  # the newest entry is the last to go
+    assert not small.has("tool", {"tool": "fill", "i": 0})     # the oldest went first
+    assert small.has("tool", {"tool": "fill", "i": 1499})
+    _counters_match_rows(path)
+    assert small.integrity_check() == "ok"
+
+
+def test_compact_brings_the_file_within_1_3x_of_the_limit(tmp_path):
+    path = tmp_path / "c.sqlite"
+    big = Cache(path, max_bytes=10**12)
+    _fill(big, 1200)
+    limit = big.total_size() // 3
+    before = big.file_bytes()
+    res = Cache(path, max_bytes=limit).compact()
+    assert res["file_bytes_before"] == before and res["removed"] > 600
+    assert res["file_bytes_after"] <= 1.3 * limit, res
+    assert res["counted_bytes"] <= limit
+    # The limit counts what the disk holds: with no free pages the file is close to the count.
+    assert res["file_bytes_after"] >= 0.8 * res["counted_bytes"], res
+    _counters_match_rows(path)
+
+
+def test_stats_reads_counters_not_entries(tmp_path):
+    c = Cache(tmp_path / "c.sqlite", max_bytes=10**12)
+    _fill(c, 300)
+    c.put_json("reasoner", {"reasoner": "r1", "q": 1}, {"a": 1})
+    c.put_json("tool", {"tool": "fill", "i": 5}, {"replaced": True})  # replace: counts stay exact
+    c.clear(tool="nothing-here")
+    seen = []
+    c.conn.set_trace_callback(seen.append)
+    s = c.stats()
+    c.conn.set_trace_callback(None)
+    import re
+
+    assert seen and not [q for q in seen if re.search(r"\b(from|join)\s+entries\b", q, re.I)], seen
+    assert s["entries"] == 301
+    assert {(r["namespace"], r["tool"]): r["entries"] for r in s["by_tool"]} == {("reasoner", "r1"): 1,
+                                                                                 ("tool", "fill"): 300}
+    _counters_match_rows(c.path)
+    assert c.clear(namespace="reasoner") == 1
+    _counters_match_rows(c.path)
+
+
+_V1_SCHEMA = """
+CREATE TABLE entries (key TEXT PRIMARY KEY, namespace TEXT NOT NULL, tool TEXT NOT NULL, audio_sha256 TEXT,
+    value TEXT NOT NULL, size INTEGER NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX entries_last_used ON entries(last_used);
+CREATE INDEX entries_ns_tool ON entries(namespace, tool);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+INSERT INTO meta(name, value) VALUES ('total_size', 0), ('schema_version', 1);
+CREATE TABLE file_hashes (path TEXT PRIMARY KEY, dev INTEGER NOT NULL, inode INTEGER NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    hashed REAL NOT NULL) WITHOUT ROWID;
+"""
+
+
+def test_schema_1_file_is_migrated_and_keeps_its_entries(tmp_path):
+    """A cache written by the previous release (schema 1) keeps working: entries hit, counters built."""
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(_V1_SCHEMA)
+    rows = []
+    for i in range(50):
+        text = json.dumps({"i": i}, separators=(",", ":"))
+        rows.append((make_key("tool", {"tool": "old", "i": i}), "tool", "old", None, text, len(text), 1.0 + i, 1.0 + i))
+    con.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?)", rows)
+    con.execute("UPDATE meta SET value=(SELECT SUM(size) FROM entries) WHERE name='total_size'")
+    con.commit()
+    con.close()
+    c = Cache(path)
+    assert c.get_json("tool", {"tool": "old", "i": 7}) == {"i": 7}
+    s = c.stats()
+    assert s["entries"] == 50 and s["by_tool"][0]["tool"] == "old"
+    c.put_json("tool", {"tool": "new"}, {"ok": 1})
+    _counters_match_rows(path)
+    assert c.integrity_check() == "ok"
+    assert c.conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()[0] == cache_mod.SCHEMA_VERSION
+
+
+def test_cache_file_deleted_while_in_use_is_recreated_not_reported(tmp_path):
+    """Issue 12 item 6: writes after the file is deleted go to a new file at the path, never to the
+    unlinked one; reads do not serve entries from the deleted file."""
+    path = tmp_path / "cache.sqlite"
+    c = Cache(path)
+    c.put_json("tool", {"tool": "t", "i": 1}, {"v": 1})
+    assert c.has("tool", {"tool": "t", "i": 1})
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    assert c.get_json("tool", {"tool": "t", "i": 1}) is None  # not served from the deleted file
+    c.put_json("tool", {"tool": "t", "i": 2}, {"v": 2})
+    assert path.exists()
+    fresh = sqlite3.connect(path)
+    assert fresh.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 1
+    fresh.close()
+    assert Cache(path).get_json("tool", {"tool": "t", "i": 2}) == {"v": 2}
+    # Only the main file deleted (its -wal left behind): still a new, consistent file.
+    c.put_json("tool", {"tool": "t", "i": 3}, {"v": 3})
+    os.remove(path)
+    c.put_json("tool", {"tool": "t", "i": 4}, {"v": 4})
+    other = Cache(path)
+    assert other.integrity_check() == "ok" and other.get_json("tool", {"tool": "t", "i": 4}) == {"v": 4}
+    assert c.reopened >= 2
+    _counters_match_rows(path)
+
+
+def test_warm_while_the_cache_file_is_deleted_stores_what_it_reports(counter, tmp_path, cache_dir):
+    """Deleting cache.sqlite during `warm`: every entry warm reports as computed after the deletion
+    is really in the (recreated) file, and a re-run computes exactly what is missing."""
+    from toolcache.warm import warm
+
+    rng = np.random.default_rng(3)
+    files = []
+    for i in range(4):
+        p = tmp_path / f"w{i}.wav"
+        sf.write(p, (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+        files.append(str(p))
+    db = cache_dir / "cache.sqlite"
+    reported = []
+
+    def on_file(res):
+        reported.append(res)
+        if len(reported) == 1:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(f"{db}{suffix}"):
+                    os.remove(f"{db}{suffix}")
+
+    summary = warm(files, ["test_rms"], workers=1, on_file=on_file)
+    assert summary["computed"] == 4 and summary["failed"] == 0
+    con = sqlite3.connect(db)
+    stored = {r[0] for r in con.execute("SELECT key FROM entries")}
+    con.close()
+    after = {res["keys"]["test_rms"] for res in reported[1:]}
+    assert after <= stored and len(stored) == 3
+    again = warm(files, ["test_rms"], workers=1)
+    assert again["computed"] == 1 and again["cached"] == 3
+
+
+def test_cli_compact_and_stats(monkeypatch, cache_dir):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    c = Cache()
+    _fill(c, 900)
+    limit_mb = c.stats()["bytes"] / 3 / 1e6
+    monkeypatch.setenv("AUDIOROUTER_CACHE_MAX_MB", f"{limit_mb:.6f}")
+    runner = CliRunner()
+    res = runner.invoke(app, ["cache", "compact", "--json"])
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["removed"] > 500 and out["file_bytes_after"] <= 1.3 * out["max_bytes"]
+    assert out["file_bytes_after"] < out["file_bytes_before"]
+    table = runner.invoke(app, ["cache", "compact"])
+    assert table.exit_code == 0 and "removed 0 entries" in table.stdout
+    stats = runner.invoke(app, ["cache", "stats"])
+    assert stats.exit_code == 0 and "free pages" in stats.stdout
+    _counters_match_rows(cache_dir / "cache.sqlite")

@@ -294,4 +294,29 @@ def test_batch_refuses_a_sidecar_from_another_reasoner(tmp_path):
         args = ["batch", str(ds), "--out", str(out), "--audio-root", str(EXAMPLES), "--reasoner-url", server.url]
         assert _invoke(*args, "--model", "model-a").exit_code == 0
         res = _invoke(*args, "--model", "model-b")
-    assert res.exit_code == 2 and "another router/reasoner" in _one_line(res.stderr)
+    err = _one_line(res.stderr)
+    assert res.exit_code == 2 and "another configuration" in err
+    assert "model-a" in err and "model-b" in err and "--out" in err and "{" not in err
+
+
+def test_finished_batch_removes_its_sidecar_resumes_and_names_what_differs(tmp_path):
+    """Issue 12 item 20: the sidecar goes after success; a finished --out is resumed (0 requests)
+    by the same configuration; another router gets one line naming both routers and the fix."""
+    ds = tmp_path / "mmau.json"
+    ds.write_text(json.dumps(_mmau(ROWS[2:3])))
+    out = tmp_path / "pred.json"
+    with OpenAITestServer() as server:
+        assert _invoke(*_batch_args(ds, out, server)).exit_code == 0
+        assert out.exists() and not Path(str(out) + ".partial.jsonl").exists()
+        first = out.read_text()
+        again = _invoke(*_batch_args(ds, out, server), "--json")
+        assert again.exit_code == 0, again.stderr
+        assert server.request_count == 1  # the finished file was resumed, not recomputed
+        assert json.loads(again.stdout)["skipped_done"] == 1
+        assert json.loads(out.read_text()) == json.loads(first)
+        res = _invoke(*_batch_args(ds, out, server), "--router", "fast")
+    err = _one_line(res.stderr)
+    assert res.exit_code == 2
+    assert "router default" in err and "fast" in err and "another --out" in err and f"delete {out}" in err
+    assert "{" not in err and "'" not in err  # no raw dicts
+    assert json.loads(out.read_text()) == json.loads(first)  # the finished file is untouched

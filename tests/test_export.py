@@ -21,7 +21,6 @@ from textrouter.errors import RouterError, TableError  # noqa: E402
 from textrouter.export import DEV_TABLE, ExportOptions, QuantOptions, export_policy  # noqa: E402
 from textrouter.folder import MODEL_FILES, ROUTER_JSON, validate_folder  # noqa: E402
 from textrouter.runtime import load_router  # noqa: E402
-from textrouter.text import format_input  # noqa: E402
 
 ACTIONS = ["direct", "asr", "chords"]
 
@@ -115,11 +114,10 @@ def test_fp32_runtime_matches_torch_on_unseen_shapes(exported):
     rows = _rows(120)[60:]  # not the check questions
     got = router.route_batch([{"question": r["question"], "choices": r["choices"]} for r in rows],
                              batch_size=7)
-    tok = router._tokenizer
     for r, g in zip(rows, got):
-        enc = tok.encode(format_input(r["question"], r["choices"]))
+        ids, _ = router._fitter.fit(r["question"], r["choices"])  # the router's truncation policy
         with torch.inference_mode():
-            p = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask])).softmax(-1)[0].numpy()
+            p = policy(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).softmax(-1)[0].numpy()
         assert np.abs(p - np.array([g["probs"][a] for a in ACTIONS])).max() < 1e-4
         assert g["action"] == ACTIONS[int(p.argmax())]
     long = router.route("word " * 500)
@@ -241,8 +239,8 @@ def test_cli_export_real_minilm_checkpoint(tmp_path, check_table):
     diffs, same = [], 0
     for r in _rows(80)[60:]:  # 20 questions the export never checked
         with torch.inference_mode():
-            enc = router._tokenizer.encode(format_input(r["question"], r["choices"]))
-            p = policy(torch.tensor([enc.ids]), torch.tensor([enc.attention_mask])).softmax(-1)[0].numpy()
+            ids, _ = router._fitter.fit(r["question"], r["choices"])
+            p = policy(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).softmax(-1)[0].numpy()
         got = router.route(r["question"], r["choices"])
         diffs.append(abs(got["probs"]["asr"] - float(p[1])))
         same += got["action"] == ["direct", "asr"][int(p.argmax())]
@@ -250,3 +248,104 @@ def test_cli_export_real_minilm_checkpoint(tmp_path, check_table):
     # the decision is what matters: the same action on (nearly) every question
     assert same >= 19, (same, diffs)
     assert np.mean(diffs) < 0.03 and max(diffs) < 0.2, diffs
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 items 2, 16, 21: refusal of non-finite weights, a next command that works, progress
+# stages and a deterministic int8 file with its reason
+
+
+def test_non_finite_checkpoint_is_refused_before_any_onnx_work(tmp_path, check_table):
+    policy = TinyPolicy(2, seed=2).eval()
+    with torch.no_grad():
+        policy.encoder.encoder.layer[0].output.dense.weight[0, :3] = float("nan")
+        policy.head.bias[0] = float("inf")
+    out = tmp_path / "router"
+    stages = []
+    with pytest.raises(RouterError, match=r"4 non-finite weight value\(s\) .*retrain") as info:
+        export_policy(policy, {"actions": ["direct", "asr"], "max_length": 32}, _tokenizer_src(), out,
+                      ExportOptions(check_table=str(check_table)), progress=stages.append)
+    assert "\n" not in str(info.value) and "nothing was written" in str(info.value)
+    assert not out.exists() and stages == []  # refused before the first stage: no half folder
+
+
+def test_failed_export_removes_the_folder_it_created(tmp_path, check_table):
+    out = tmp_path / "new-router"
+    with pytest.raises(RouterError, match="int8 picks the same action"):
+        export_policy(TinyPolicy(2, seed=1).eval(), {"actions": ["direct", "asr"], "max_length": 32},
+                      _tokenizer_src(), out, ExportOptions(check_table=str(check_table), min_int8_agreement=1.01,
+                                                           quant=QuantOptions(method="dynamic")))
+    assert not out.exists()
+
+
+def test_export_stages_reason_and_deterministic_int8(tmp_path, check_table):
+    from textrouter.export import StageMessage
+
+    meta = {"actions": ["direct", "asr"], "max_length": 32,
+            "column_mapping": {"direct": "qwen2_audio_direct", "asr": "whisper_asr_then_gpt4o"}}
+    docs, stages = [], []
+    for run in ("a", "b"):
+        seen: list = []
+        docs.append(export_policy(TinyPolicy(2, seed=5).eval(), meta, _tokenizer_src(), tmp_path / run,
+                                  ExportOptions(check_table=str(check_table), min_int8_agreement=0.0),
+                                  progress=seen.append))
+        stages.append(seen)
+    a, b = docs
+    # same checkpoint, same machine: byte-identical models, the same method and reason
+    assert a["files"] == b["files"]
+    assert a["metrics"]["int8_bytes"] == b["metrics"]["int8_bytes"]
+    q = a["metrics"]["quantization"]
+    assert q["method"] == "dynamic" and q["reason"].startswith("auto: dynamic, the first")
+    assert "/48 check questions" in q["reason"]
+    assert a["metrics"]["quantization_attempts"][0]["sha256"] == a["files"][MODEL_FILES["int8"]]
+    # progress: every stage once, numbered 1..total, in order, as plain strings too
+    assert all(isinstance(m, StageMessage) for m in stages[0])
+    assert [m.step for m in stages[0]] == list(range(1, stages[0][0].total + 1))
+    assert stages[0][0].total == 6 and str(stages[0][1]).startswith("[2/6] exporting fp32 ONNX")
+    assert a["truncation"] == {"policy": "question-head-tail-v1", "head_fraction": 0.5}
+    assert a["direct_action"] == "direct"
+
+
+def test_export_next_command_works_for_runnable_and_names_non_tools(exported, tmp_path):
+    """issue 12 item 16: the printed command is one that `audiorouter` accepts for this router."""
+    import shlex
+
+    from cli.commands.export import next_command, tool_status
+    from textrouter.table import ActionMapping, load_table
+
+    _, out, doc = exported  # actions direct, asr, chords: all toolcache tools
+    tools = tool_status(doc)
+    assert tools["not_tools"] == [] and tools["runnable"] == ["asr", "chords"]
+    argv = next_command(out, doc, tools)
+    assert argv[:2] == ["audiorouter", "route"] and argv[argv.index("--router") + 1] == str(out)
+    assert Path(argv[argv.index("--audio") + 1]).is_file()
+    # with `caption` (the documented sets' third action) route would refuse: say so, print train
+    caption = {**doc, "actions": ["direct", "asr", "caption"],
+               "column_mapping": {"direct": "qwen2_audio_direct", "asr": "whisper_asr_then_gpt4o",
+                                  "caption": "qwen2_caption_then_gpt4o"}}
+    tools = tool_status(caption)
+    assert tools["not_tools"] == ["caption"]
+    argv = next_command(out, caption, tools)
+    assert argv[:2] == ["audiorouter", "train"] and "caption=qwen2_caption_then_gpt4o" not in argv
+    assert argv[argv.index("--tool") + 1] == "asr=whisper_asr_then_gpt4o"
+    # the train hint's mapping is valid for the bundled table (what train checks before training)
+    table = load_table(DEV_TABLE)
+    mapping = ActionMapping.parse(argv[argv.index("--direct") + 1],
+                                  [argv[i + 1] for i, a in enumerate(argv) if a == "--tool"])
+    mapping.validate(table)
+    assert shlex.split(shlex.join(argv)) == argv
+
+
+def test_printed_route_command_runs(exported, tmp_path):
+    """The `route with:` line, run as printed (plus --json): exit 0 with a routing decision."""
+    import os
+
+    from cli.commands.export import next_command, tool_status
+
+    _, out, doc = exported
+    argv = next_command(out, doc, tool_status(doc))
+    env = dict(os.environ, AUDIOROUTER_CACHE_DIR=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-m", "cli.main", *argv[1:], "--json"], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["routing"]["action"] in ACTIONS

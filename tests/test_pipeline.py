@@ -225,3 +225,34 @@ def test_reasoner_config_validates_name_and_timeout():
         pipeline.ReasonerConfig(name="openai", timeout_s=0)
     assert pipeline.ReasonerConfig.from_cli(None, "http://h:1/v1", None, None).name == "openai"
     assert not pipeline.ReasonerConfig.from_cli(None, None, None, None).enabled
+
+
+def test_jsonl_appender_streams_without_holding_rows_and_cuts_a_long_torn_line(tmp_path):
+    p = tmp_path / "out.jsonl"
+    with resumable.JsonlAppender(p, keep_rows=False) as a:
+        first = a.write({"id": "1"})
+        second = a.write({"id": "2", "pad": "x" * 100})
+        assert a.rows == []  # nothing kept in memory
+    with open(p, "ab") as fh:  # a torn row longer than the 64 KiB scan block
+        fh.write(b'{"id": "3", "pad": "' + b"y" * 200_000)
+    b = resumable.JsonlAppender(p, keep_rows=False)
+    assert [(off, r["id"]) for off, r in b.iter_rows()] == [(first, "1"), (second, "2")]
+    assert b.read_at(second)["pad"] == "x" * 100
+    b.close()
+    assert p.read_bytes().endswith(b"}\n") and len(p.read_bytes()) < 1000
+
+
+def test_json_list_writer_is_atomic_and_read_back_row_by_row(tmp_path):
+    p = tmp_path / "pred.json"
+    p.write_text('[{"old": true}]')
+    w = resumable.JsonListWriter(p)
+    w.write({"id": "a"})
+    w.write({"id": "b", "text": "line\nbreak"})
+    assert json.loads(p.read_text()) == [{"old": True}]  # untouched until commit
+    w.commit()
+    assert json.loads(p.read_text()) == [{"id": "a"}, {"id": "b", "text": "line\nbreak"}]
+    assert [r["id"] for r in resumable.iter_json_list(p)] == ["a", "b"]
+    # a list written by another program (indented) is parsed whole
+    p.write_text(json.dumps([{"id": "x"}, {"id": "y"}], indent=2))
+    assert [r["id"] for r in resumable.iter_json_list(p)] == ["x", "y"]
+    assert [x.name for x in tmp_path.iterdir()] == ["pred.json"]

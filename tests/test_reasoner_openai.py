@@ -85,7 +85,8 @@ def test_model_discovered_from_server_when_not_given(server, speech_wav):
     assert "/v1/models" in server.paths
     assert r.cache_identity() == {"backend": "openai", "model": server.model, "prompt_version": reasoner.PROMPT_VERSION,
                                   "params": {"temperature": 0.0, "max_tokens": 64, "audio_part": "input_audio",
-                                             "max_evidence_chars": 2000}}
+                                             "max_evidence_chars": 2000},
+                                  "server": server.url, "served_root": server.model}
 
 
 def test_5xx_and_dropped_connections_are_retried_then_succeed(server, speech_wav):
@@ -148,12 +149,15 @@ def test_unreachable_server_names_url_and_fix(speech_wav):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     r = reasoner.create_reasoner("openai", base_url=f"http://127.0.0.1:{port}/v1", model="m",
-                                 max_retries=2, backoff_s=0.01)
+                                 max_retries=3, backoff_s=1.0)
+    start = time.monotonic()
     with pytest.raises(ReasonerUnavailable) as info:
         r.answer(speech_wav, "q?", CHOICES)
+    # a refused connection stops at once: no retries, no backoff (was 4 attempts over seconds)
+    assert time.monotonic() - start < 0.5
     message = str(info.value)
     assert f"http://127.0.0.1:{port}/v1/chat/completions" in message
-    assert "3 attempts" in message and "AUDIOROUTER_REASONER_URL" in message
+    assert "refused" in message and "not retried" in message and "AUDIOROUTER_REASONER_URL" in message
     assert "\n" not in message
 
 
@@ -205,3 +209,127 @@ def test_api_key_sent_as_bearer(server, speech_wav, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     _reasoner(server).answer(speech_wav, "q?", CHOICES)
     assert "Authorization" not in server.requests[-1]["headers"]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 (items 7, 11, 12, 14, 22) and issue 11 item 4
+# ---------------------------------------------------------------------------------------------
+
+def test_redirect_is_not_followed_and_the_key_stays_home(speech_wav, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-777")
+    with OpenAITestServer() as other, OpenAITestServer(default_fault="redirect") as server:
+        server.redirect_to = f"http://127.0.0.1:{other.port}"
+        r = _reasoner(server, max_retries=3)
+        with pytest.raises(ReasonerError) as info:
+            r.answer(speech_wav, "q?", CHOICES)
+        # the other origin got nothing: no request, so no Authorization header either
+        assert other.request_count == 0 and other.paths == []
+    message = str(info.value)
+    assert not isinstance(info.value, ReasonerUnavailable)  # a configuration problem, not retried
+    assert server.request_count == 1
+    assert f"127.0.0.1:{other.port}" in message and "not followed" in message and "--reasoner-url" in message
+    assert "sk-secret-777" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("url", ["http://user:pa55word@127.0.0.1:8000/v1", "https://tok@example.org/v1"])
+def test_userinfo_urls_are_refused_without_echoing_the_password(url):
+    with pytest.raises(ValueError) as info:
+        reasoner.create_reasoner("openai", base_url=url, model="m")
+    message = str(info.value)
+    assert "credentials" in message and "OPENAI_API_KEY" in message
+    assert "pa55word" not in message and "tok@" not in message and "***@" in message
+
+
+def test_a_key_quoted_back_by_the_server_is_masked(server, speech_wav, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-echoed-4242")
+    server.faults = ["401echo"]
+    with pytest.raises(ReasonerError) as info:
+        _reasoner(server).answer(speech_wav, "q?", CHOICES)
+    assert "HTTP 401" in str(info.value) and "sk-echoed-4242" not in str(info.value)
+    assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-echoed-4242"  # it was sent
+
+
+def test_cache_identity_names_the_server_and_the_weights_behind_the_name():
+    with OpenAITestServer(roots={"llm": "/weights/qwen2-audio"}, models=("llm",)) as a, \
+            OpenAITestServer(roots={"llm": "/weights/other-model"}, models=("llm",)) as b:
+        ia = reasoner.create_reasoner("openai", base_url=a.url, model="llm").cache_identity()
+        ib = reasoner.create_reasoner("openai", base_url=b.url, model="llm").cache_identity()
+    assert ia["served_root"] == "/weights/qwen2-audio" and ib["served_root"] == "/weights/other-model"
+    assert ia["server"] == a.url and ib["server"] == b.url and ia != ib
+
+
+def test_cache_identity_of_a_down_server_raises_unavailable():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = reasoner.create_reasoner("openai", base_url=f"http://127.0.0.1:{port}/v1", model="m")
+    with pytest.raises(ReasonerUnavailable):
+        r.cache_identity()
+
+
+def test_retries_zero_says_one_attempt(server, speech_wav):
+    server.default_fault = "503"
+    with pytest.raises(ReasonerUnavailable) as info:
+        _reasoner(server, max_retries=0).answer(speech_wav, "q?", CHOICES)
+    assert "after 1 attempt " in str(info.value) and "1 attempts" not in str(info.value)
+
+
+def test_audio_part_none_sends_text_only(server, speech_wav, birds_wav):
+    r = _reasoner(server, audio_part="none")
+    evidence = {"tool": "asr", "result": {"text": "a person speaking here"}, "limits": "English only."}
+    result = r.answer(speech_wav, "What is heard?", CHOICES, evidence=evidence)
+    assert result["choice"] == "a person speaking"  # the policy read the evidence
+    body = server.requests[-1]["body"]
+    parts = body["messages"][-1]["content"]
+    assert [p["type"] for p in parts] == ["text"] and server.requests[-1]["audio"] == []
+    assert "Options:" in parts[0]["text"] and "a person speaking here" in parts[0]["text"]
+    assert r.cache_identity()["params"]["audio_part"] == "none"
+    # the exposed builder gives exactly what went over the wire
+    from reasoner.openai_backend import chat_messages
+    assert chat_messages(speech_wav, "What is heard?", CHOICES, evidence, audio_part_style="none") == body["messages"]
+    with_audio = chat_messages(birds_wav, "What is heard?", CHOICES, None)
+    assert with_audio[-1]["content"][0]["type"] == "input_audio"
+
+
+def test_cancel_aborts_in_flight_requests_at_once(server, speech_wav):
+    import threading
+
+    server.default_fault = "slow"
+    server.slow_s = 20.0
+    r = _reasoner(server, timeout_s=30, concurrency=4)
+    requests = [{"audio_path": speech_wav, "question": "q?", "choices": CHOICES} for _ in range(4)]
+    done = {}
+
+    def run():
+        done["results"] = r.answer_many(requests, return_exceptions=True)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while server.in_flight < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.in_flight == 4
+    start = time.monotonic()
+    r.cancel()
+    t.join(timeout=5)
+    assert not t.is_alive() and time.monotonic() - start < 2.0  # not the 20 s of the slow replies
+    assert all(isinstance(x, ReasonerUnavailable) for x in done["results"])
+    r.close()
+
+
+def test_test_server_backlog_queues_64_connections_before_any_accept():
+    """Issue 16 item 9: with http.server's backlog of 5, connections beyond ~6 wait for SYN
+    retransmits while the server is busy; 128 queues them at once."""
+    server = OpenAITestServer()  # not started: nothing accepts, only the kernel's queue holds them
+    socks = []
+    try:
+        for _ in range(64):
+            s = socket.socket()
+            s.settimeout(0.5)
+            s.connect(("127.0.0.1", server.port))  # times out once the accept queue is full
+            socks.append(s)
+        assert len(socks) == 64
+    finally:
+        for s in socks:
+            s.close()
+        server._httpd.server_close()

@@ -99,7 +99,8 @@ def test_corrupt_tokenizer(router_copy):
 
 
 def test_output_width_must_match_actions(router_copy):
-    _rewrite_meta(router_copy, actions=["direct", "asr", "chords"])
+    mapping = {"direct": "qwen2_audio_direct", "asr": "whisper_asr_then_gpt4o", "chords": "some_column"}
+    _rewrite_meta(router_copy, actions=["direct", "asr", "chords"], column_mapping=mapping)
     msg = _assert_one_line_refusal(router_copy, "outputs 2 logits but router.json lists 3 actions")
     assert "audiorouter export" in msg
 

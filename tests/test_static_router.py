@@ -34,6 +34,7 @@ def rows():
     return [json.loads(line) for line in BUNDLED_TABLE.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow  # the module's `table` fixture distils MiniLM: ~50 s on 2 cores
 def test_table_rows_are_minilm_outputs(table):
     from textrouter.embed_cache import tokenizer
     from textrouter.model import _load_encoder
@@ -52,6 +53,7 @@ def test_table_rows_are_minilm_outputs(table):
     assert np.linalg.norm(a - b) > 0.1 * np.linalg.norm(a)
 
 
+@pytest.mark.slow  # the module's `table` fixture distils MiniLM: ~50 s on 2 cores
 def test_table_disk_cache_is_reused(table, monkeypatch, tmp_path):
     monkeypatch.setenv("AUDIOROUTER_CACHE_DIR", str(tmp_path))
     path = static.table_path()
@@ -68,6 +70,7 @@ def test_table_disk_cache_is_reused(table, monkeypatch, tmp_path):
     assert np.load(path).shape == (10, 384)  # rewritten atomically
 
 
+@pytest.mark.slow  # the module's `table` fixture distils MiniLM: ~50 s on 2 cores
 def test_features_ignore_the_template_and_specials(table):
     feats = static.features([format_input("Which dog barks?", ["one", "two"]), "which dog barks? one two"])
     assert np.allclose(feats[0], feats[1], atol=1e-6)  # "Question:", "(A)", [CLS]... carry no weight
@@ -75,6 +78,7 @@ def test_features_ignore_the_template_and_specials(table):
     assert not np.allclose(feats[0], other, atol=1e-3)
 
 
+@pytest.mark.slow  # the module's `table` fixture distils MiniLM: ~50 s on 2 cores
 def test_folded_export_form_equals_the_policy(table):
     w = np.random.RandomState(0).normal(size=(3, 384)).astype(np.float32)
     b = np.array([0.1, -0.2, 0.3], np.float32)
@@ -90,6 +94,7 @@ def test_folded_export_form_equals_the_policy(table):
     assert np.allclose(x @ w.T + b, full.numpy(), atol=1e-4)
 
 
+@pytest.mark.slow  # the module's `table` fixture distils MiniLM: ~50 s on 2 cores
 def test_train_export_route_end_to_end(table, tmp_path, rows):
     ckpt, out = tmp_path / "ckpt", tmp_path / "router"
     # no --mode: minilm-static trains in head mode by default
@@ -109,7 +114,7 @@ def test_train_export_route_end_to_end(table, tmp_path, rows):
     assert (out / "model.onnx").stat().st_size < 1_000_000  # the head is folded into the table
 
     from textrouter.grpo import policy_probs
-    from textrouter.model import load_checkpoint
+    from textrouter.checkpoint import load_checkpoint
     from textrouter.runtime import load_router
 
     policy, _ = load_checkpoint(ckpt)
@@ -122,6 +127,7 @@ def test_train_export_route_end_to_end(table, tmp_path, rows):
         assert np.abs(probs - want).max() < tol, precision
 
 
+@pytest.mark.slow  # the module's `table` fixture distils MiniLM: ~50 s on 2 cores
 def test_static_cv_beats_always_direct(table):
     res = runner.invoke(app, ["eval", str(BUNDLED_TABLE), "--cv", "5", "--encoder", "minilm-static", "--json", *MAP])
     assert res.exit_code == 0, res.stderr

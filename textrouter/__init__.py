@@ -2,8 +2,10 @@
 
 Importing this package is cheap: nothing heavy (onnxruntime, tokenizers, torch, transformers)
 is imported until a function needs it. Routing (`load_router`) uses only onnxruntime +
-tokenizers + numpy; training/export (textrouter.model, textrouter.grpo, textrouter.export) need
-the `[train]` extra and import torch inside their functions.
+tokenizers + numpy and applies the folder's decision rule (textrouter.decision: call a tool
+only when p(tool) - p(direct) clears a fitted margin; `load_router(margin=, max_tool_rate=)`);
+training/export (textrouter.training -> selection -> grpo -> encoders -> model/static/embed_cache,
+textrouter.export) need the `[train]` extra and import torch inside their functions.
 """
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Router encoders: a plain dict registry, `available_encoders()`.
+"""Router encoders (engines): a plain dict registry, `available_encoders()`.
+
+Each engine is one module below this registry (minilm: textrouter.model + textrouter.embed_cache;
+minilm-static: textrouter.static); the registry imports them lazily and they never import it or
+the training modules above it (textrouter.grpo, .training, .checkpoint, .export), so the import
+graph has no cycle (tests/test_training_imports.py).
 
 An encoder turns router texts into features for the linear head and builds the torch policy that
 `textrouter.export` writes to ONNX. Both produce the same ONNX signature (input_ids,
@@ -36,15 +41,15 @@ def _minilm_features(texts: Sequence[str], max_length: int = 128):
 
 
 def _minilm_policy(actions: Sequence[str], head, seed: int = 0):
-    from .grpo import policy_from_head
+    from .model import policy_from_head
 
     return policy_from_head(actions, head, seed=seed)
 
 
 def _minilm_for_state(state, n_actions: int):
-    from .model import RouterPolicy, _load_encoder
+    from .model import policy_for_state
 
-    return RouterPolicy(_load_encoder(), n_actions)
+    return policy_for_state(state, n_actions)
 
 
 def _static_features(texts: Sequence[str], max_length: int = 128):
@@ -54,16 +59,22 @@ def _static_features(texts: Sequence[str], max_length: int = 128):
 
 
 def _static_policy(actions: Sequence[str], head, seed: int = 0):
-    from .static import build_static_policy
+    from .static import policy_from_head
 
-    return build_static_policy(len(actions), head)
+    return policy_from_head(actions, head, seed=seed)
 
 
 def _static_for_state(state, n_actions: int):
-    from .static import build_static_policy
+    from .static import policy_for_state
 
-    # the distilled table and token weights travel in the checkpoint (no re-distillation)
-    return build_static_policy(n_actions, table=state["embed.weight"].numpy(), weights=state["weights"].numpy())
+    return policy_for_state(state, n_actions)
+
+
+def _causal_refuse(*_args, **_kw):
+    from .errors import RouterError
+
+    raise RouterError("engine causal-lm has no feature head; train it with textrouter.causal_lm.train_causal "
+                      "(`audiorouter train --encoder causal-lm`) and export it with textrouter.causal_export")
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -75,6 +86,11 @@ ENCODERS: dict[str, EncoderSpec] = {
     "minilm-static": EncoderSpec(
         "minilm-static", "static token table distilled from MiniLM-L6 + mean pooling; ~100x faster routing",
         ("head",), True, _static_features, _static_policy, _static_for_state),
+    # The generative router (textrouter.causal_lm, trained by TRL; textrouter.causal_export): no
+    # feature head, so the head/LoRA entry points refuse it with the command that trains it.
+    "causal-lm": EncoderSpec(
+        "causal-lm", "instruct LM writing `direct` / `<tool_call> NAME </tool_call>` (SmolLM2-135M), TRL GRPO + LoRA",
+        ("lora",), False, _causal_refuse, _causal_refuse, _causal_refuse),
 }
 
 

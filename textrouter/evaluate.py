@@ -63,6 +63,41 @@ def compare(chosen, train_x, train_o, test_x, test_o, actions: Sequence[str],
     return results
 
 
+def crossfit_choices(x, o, actions: Sequence[str], k: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+    """Held-out choices of the fitted baselines (best single, supervised) on ONE table, by K-fold
+    cross-fitting: each row's choice comes from a baseline fit on the other folds. `x` None: the
+    supervised baseline is left out (no features, e.g. a core install without torch)."""
+    o = np.asarray(o)
+    n = len(o)
+    k = max(2, min(k, n))
+    out = {"best single": np.zeros(n, np.int64)}
+    if x is not None:
+        out["supervised (logreg per action)"] = np.zeros(n, np.int64)
+    for tr, te in kfold_indices(n, k, seed):
+        out["best single"][te] = B.best_single(None, o[tr], None, len(te))
+        if x is not None:
+            out["supervised (logreg per action)"][te] = B.supervised(x[tr], o[tr], x[te], len(te))
+    return out
+
+
+def compare_crossfit(chosen, x, o, actions: Sequence[str], tasks: Sequence[str] | None = None,
+                     router_name: str = GRPO, k: int = 5, seed: int = 0,
+                     label: str = "cross-fitted") -> dict[str, dict[str, Any]]:
+    """Like `compare` on one table, with the fitted baselines held out by K-fold cross-fitting."""
+    o = np.asarray(o)
+    n = len(o)
+    results = {router_name: route_metrics(chosen, o, tasks)}
+    for i, a in enumerate(actions):
+        results[f"always {a}"] = route_metrics(np.full(n, i, np.int64), o, tasks)
+    for name, ch in crossfit_choices(x, o, actions, k, seed).items():
+        results[f"{name} ({label}, {max(2, min(k, n))}-fold)"] = route_metrics(ch, o, tasks)
+    t = None if tasks is None else np.asarray(list(tasks))
+    per = (lambda f: {str(v): f(o[t == v]) for v in sorted(set(t.tolist()))}) if t is not None else (lambda f: None)
+    results[RANDOM] = _fixed_metrics(B.random_expected(o), n, per(B.random_expected))
+    results[ORACLE] = _fixed_metrics(B.oracle_accuracy(o), n, per(B.oracle_accuracy))
+    return results
+
+
 def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) index arrays of a seeded K-fold split."""
     if k < 2 or k > n:
@@ -91,7 +126,10 @@ def summarise(folds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any
             row[f"{key}_mean"] = float(np.mean(vals)) if vals else None
         if "per_task" in folds[0][name]:
             tasks = folds[0][name]["per_task"].keys()
-            row["per_task_mean"] = {t: float(np.mean([f[name]["per_task"].get(t, np.nan) for f in folds])) for t in tasks}
+            tasks = sorted({t for f in folds for t in f[name].get("per_task", {})})
+            # a task absent from a fold (tiny tables) is left out of that fold's mean, not nan
+            row["per_task_mean"] = {t: float(np.mean(v)) for t in tasks
+                                    for v in [[f[name]["per_task"][t] for f in folds if t in f[name].get("per_task", {})]]}
         out[name] = row
     return out
 

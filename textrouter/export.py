@@ -2,7 +2,10 @@
 
 `audiorouter export CKPT [--out OUT]` (default OUT = CKPT/router) does:
 
-1. load the checkpoint (`textrouter.model.load_checkpoint`: LoRA already merged, eval mode);
+0. refuse before anything is written: actions not starting with direct, a meta.json whose
+   router.json would not load (textrouter.folder.check_meta), NaN/inf weights (quantisation would
+   otherwise die in `AssertionError: scale issue`), a bad check table;
+1. load the checkpoint (`textrouter.checkpoint.load_checkpoint`: LoRA already merged, eval mode);
 2. `torch.onnx.export(dynamo=False)` -> model.onnx: input_ids, attention_mask int64 [batch, seq]
    (both axes dynamic) -> logits float32 [batch, actions], opset 17;
    then (ExportOptions.optimize, default on) onnxruntime's transformer optimizer fuses the BERT
@@ -12,10 +15,13 @@
 4. tokenizer.json copied with truncation at max_length and dynamic (batch-longest) padding;
 5. checks on the check questions (default: the bundled 499-question dev table), on identical
    token ids: fp32 ONNX vs torch max |dp| (must be < 1e-4) and int8 vs fp32 argmax agreement
-   (must be >= 0.99); the figures go into router.json `metrics`; a failed check raises RouterError
-   and leaves no router.json (the folder does not load);
-6. router.json written last, atomically, with every file's sha256.
+   (must be >= 0.99); the figures go into router.json `metrics`, with `quantization.reason` (why
+   this int8 method); a failed check raises RouterError and leaves no router.json (and no folder,
+   if the export created it). The onnxruntime checks run on CHECK_THREADS = 1 thread, so the
+   method `auto` keeps, and the int8 file, are the same on every run on one machine;
+6. router.json written last, atomically, with every file's sha256 and the truncation policy.
 
+`progress` receives one StageMessage per stage (step/total; the CLI draws a rich bar).
 torch/onnx/onnxruntime.quantization are imported inside functions (the `[train]` extra).
 """
 from __future__ import annotations
@@ -29,9 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from textrouter.errors import RouterError, TableError
-from textrouter.folder import (INPUT_NAMES, INPUT_TEMPLATE, MODEL_FILES, OUTPUT_NAME, ROUTER_JSON,
-                               TOKENIZER_FILE, atomic_write_text, sha256_file, write_router_json)
+from textrouter.errors import RouterError, RouterLoadError, TableError
+from textrouter.folder import (FORMAT_VERSION, INPUT_NAMES, INPUT_TEMPLATE, MODEL_FILES, OUTPUT_NAME,
+                               ROUTER_JSON, TOKENIZER_FILE, atomic_write_text, check_meta, sha256_file,
+                               write_router_json)
+from textrouter.quantize import (EMBEDDING_MIN_ELEMENTS, QUANT_LADDER, QUANT_METHODS,  # noqa: F401
+                                 QUANT_OP_SETS, WEIGHT_TYPES, QuantOptions, _ffn_output_matmuls,
+                                 _quantize_embeddings, quantize_int8)
 from textrouter.text import format_input
 
 DEV_TABLE = Path(__file__).resolve().parent / "data" / "mmau-mini-outcomes-dev.jsonl"
@@ -39,61 +49,9 @@ OPSET = 17
 MAX_FP32_DIFF = 1e-4       # max |p_onnx - p_torch| over all check questions and actions
 MIN_INT8_AGREEMENT = 0.99  # share of check questions where int8 and fp32 pick the same action
 CHECK_BATCH = 32           # questions per forward pass during the checks
-
-# "auto" tries these in order and keeps the first that passes the int8-vs-fp32 agreement check.
-QUANT_LADDER = ("dynamic", "dynamic-ffn2-fp32", "blockwise")
-QUANT_METHODS = ("auto", *QUANT_LADDER)
-WEIGHT_TYPES = ("qint8", "quint8")
-QUANT_OP_SETS = {"matmul": ("MatMul",), "matmul+gather": ("MatMul", "Gather")}
-EMBEDDING_MIN_ELEMENTS = 1_000_000  # only big lookup tables (the 30522x384 word embeddings)
-
-
-@dataclass(frozen=True)
-class QuantOptions:
-    """int8 quantisation of model.onnx -> model.int8.onnx (measurements: docs/router-runtime.md).
-
-    method:
-      "dynamic": onnxruntime quantize_dynamic, int8 weights (per channel by default),
-        activations quantised per tensor at run time (VNNI int8 kernels: the fastest, ~23 MB).
-        MiniLM's feed-forward activations have outliers, so per-tensor activation scales cost
-        accuracy: 98.2% action agreement with fp32 on the default router.
-      "dynamic-ffn2-fp32": the same, but the six FFN output projections (input = GELU output,
-        the worst outliers) stay fp32 (~34 MB; 99.2% on the default router).
-      "blockwise": MatMulNBits 8-bit weights in blocks of `block_size` (accuracy_level 4) and
-        int8 word embeddings with one scale per row (~27 MB; 99.6% on the default router), but
-        no faster than fp32 on CPUs where onnxruntime has no fast 8-bit MatMulNBits kernel.
-      "auto" (default): try dynamic, dynamic-ffn2-fp32, blockwise in this order; keep the first
-        that passes the agreement check (every attempt is recorded in router.json metrics).
-    """
-
-    method: str = "auto"
-    block_size: int = 16           # blockwise: weights per scale along K (16, 32, 64, 128)
-    weight_type: str = "qint8"     # dynamic: QInt8 (signed; U8S8 VNNI kernels) or QUInt8
-    ops: str = "matmul+gather"     # dynamic: quantise MatMul weights (+ the embedding Gathers)
-    per_channel: bool = True       # dynamic: one weight scale per output channel
-
-    def __post_init__(self) -> None:
-        if self.method not in QUANT_METHODS:
-            raise ValueError(f"quantisation method must be one of {list(QUANT_METHODS)} (got {self.method!r})")
-        if self.block_size not in (16, 32, 64, 128):
-            raise ValueError(f"block_size must be one of [16, 32, 64, 128] (got {self.block_size})")
-        if self.weight_type not in WEIGHT_TYPES:
-            raise ValueError(f"weight_type must be one of {list(WEIGHT_TYPES)} (got {self.weight_type!r})")
-        if self.ops not in QUANT_OP_SETS:
-            raise ValueError(f"ops must be one of {sorted(QUANT_OP_SETS)} (got {self.ops!r})")
-
-    @property
-    def ladder(self) -> tuple[str, ...]:
-        return QUANT_LADDER if self.method == "auto" else (self.method,)
-
-    def describe(self, method: str) -> dict:
-        if method == "blockwise":
-            return {"method": method, "matmul": f"MatMulNBits 8-bit, block {self.block_size}, "
-                    "accuracy_level 4", "embeddings": "int8 per row"}
-        return {"method": method, "weight_type": self.weight_type, "op_types": list(QUANT_OP_SETS[self.ops]),
-                "per_channel": self.per_channel,
-                "fp32_nodes": "FFN output MatMuls" if method == "dynamic-ffn2-fp32" else "none"}
-
+# onnxruntime threads for the checks: 1 makes every sum run in one order, so int8-vs-fp32
+# agreement (and with it the method `auto` keeps, i.e. the int8 file) is the same on every run.
+CHECK_THREADS = 1
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -260,134 +218,6 @@ def optimize_fp32(path: Path, policy=None) -> dict:
             "num_heads": heads, "hidden_size": hidden, "fused_ops": fused}
 
 
-def _fused_op_types(path: Path) -> set[str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {n.op_type for n in model.graph.node} & {"Attention", "EmbedLayerNormalization"}
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path, quant: QuantOptions, method: str | None = None) -> list[str]:
-    """Write int8_path from fp32_path with one concrete method (default: the first of the ladder).
-
-    Returns the quantised op types (dynamic methods) for router.json."""
-    method = method or quant.ladder[0]
-    op_types: list[str] = ["MatMul"]
-    tmp = int8_path.with_name(int8_path.name + ".tmp.onnx")
-    if method == "blockwise":
-        _quantize_blockwise(fp32_path, tmp, quant.block_size)
-    else:
-        import logging
-
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        exclude = _ffn_output_matmuls(fp32_path) if method == "dynamic-ffn2-fp32" else []
-        weight_type = QuantType.QInt8 if quant.weight_type == "qint8" else QuantType.QUInt8
-        op_types = list(QUANT_OP_SETS[quant.ops])
-        fused = _fused_op_types(fp32_path)  # a graph fused by optimize_fp32
-        if "Attention" in fused:
-            op_types.append("Attention")  # -> QAttention (int8 QKV weights)
-        if "EmbedLayerNormalization" in fused and "Gather" in op_types:
-            op_types.append("EmbedLayerNormalization")  # the embedding Gathers live inside it
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # "consider pre-processing" warning: not applicable to dynamic
-        try:
-            # DefaultTensorType: shape inference cannot type the outputs of contrib ops (fused graph)
-            quantize_dynamic(str(fp32_path), str(tmp), weight_type=weight_type,
-                             op_types_to_quantize=op_types, per_channel=quant.per_channel,
-                             nodes_to_exclude=exclude, extra_options={"DefaultTensorType": 1})  # FLOAT
-        finally:
-            root.setLevel(level)
-    os.replace(tmp, int8_path)
-    return op_types
-
-
-def _ffn_output_matmuls(path: Path) -> list[str]:
-    """Names of the MatMuls fed by the GELU of each feed-forward block (BERT `output.dense`)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    names = []
-    for node in model.graph.node:
-        if node.op_type != "MatMul":
-            continue
-        src = producer.get(node.input[0])
-        # exported GELU(erf) ends in Mul(Mul(x, 0.5), Add(Erf(x / sqrt 2), 1)) or Mul(x, ...) * 0.5
-        if src is not None and src.op_type in ("Mul", "Gelu", "FastGelu", "BiasGelu") and (
-                "intermediate_act_fn" in src.name or src.op_type != "Mul"):
-            names.append(node.name)
-    return names
-
-
-def _quantize_blockwise(src: Path, dst: Path, block_size: int) -> None:
-    """MatMul weights -> MatMulNBits (8 bit, blocks), big embedding tables -> int8 rows + scales."""
-    import logging
-
-    import onnx
-
-    try:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-    except ImportError as exc:  # needs the onnx-ir package (export only, not routing)
-        raise RouterError(f"blockwise int8 export needs {exc.name or 'onnx-ir'}: pip install onnx-ir "
-                          "(or export with --quant dynamic)") from None
-    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # it logs one INFO line per graph node
-    try:
-        q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=block_size, is_symmetric=True,
-                                 accuracy_level=4, op_types_to_quantize=("MatMul",))
-        q.process()
-    finally:
-        logger.setLevel(level)
-    model = q.model.model
-    _quantize_embeddings(model)
-    onnx.save(model, str(dst))
-
-
-def _quantize_embeddings(model) -> int:
-    """Gather(W float [V, H], ids) -> Gather(Wq int8, ids) * Gather(scale [V, 1], ids), per row.
-
-    One symmetric scale per vocabulary row keeps each token's vector accurate to 1/254 of its own
-    largest entry (a single scale for the whole table loses the small rows). Returns tables changed.
-    """
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    new_nodes, changed = [], 0
-    for node in model.graph.node:
-        table = inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        if (table is None or axis != 0 or table.data_type != TensorProto.FLOAT or len(table.dims) != 2
-                or table.dims[0] * table.dims[1] < EMBEDDING_MIN_ELEMENTS or consumers[table.name] != 1):
-            new_nodes.append(node)
-            continue
-        w = numpy_helper.to_array(table).astype(np.float32)
-        scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 127.0
-        wq = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
-        base = table.name
-        model.graph.initializer.remove(table)
-        model.graph.initializer.extend([numpy_helper.from_array(wq, base + "_int8"),
-                                        numpy_helper.from_array(scale.astype(np.float32), base + "_scale")])
-        ids, out = node.input[1], node.output[0]
-        new_nodes += [
-            helper.make_node("Gather", [base + "_int8", ids], [out + "_q"], name=node.name + "_q", axis=0),
-            helper.make_node("Cast", [out + "_q"], [out + "_qf"], name=node.name + "_cast", to=TensorProto.FLOAT),
-            helper.make_node("Gather", [base + "_scale", ids], [out + "_s"], name=node.name + "_scale", axis=0),
-            helper.make_node("Mul", [out + "_qf", out + "_s"], [out], name=node.name + "_dequant"),
-        ]
-        changed += 1
-    del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
-    return changed
-
-
 def write_tokenizer(src: Path, dst: Path, max_length: int) -> None:
     """Copy the encoder's tokenizer with truncation = max_length and batch-longest padding."""
     from tokenizers import Tokenizer
@@ -411,39 +241,127 @@ def _table_info(meta: Mapping[str, Any]) -> dict:
 
 def router_meta(ckpt_meta: Mapping[str, Any], max_length: int) -> dict:
     """router.json fields carried over from a checkpoint's meta (files/metrics added later)."""
+    from textrouter.text import Truncation
+
     actions = list(ckpt_meta["actions"])
     keep = {k: ckpt_meta[k] for k in ("seed", "mode", "group", "epochs") if k in ckpt_meta}
-    return {
+    doc = {
         "actions": actions,
-        "direct_action": ckpt_meta.get("direct_action", actions[0]),
+        # logit 0 is the direct action by construction (older checkpoints stored the direct
+        # *column* here, e.g. qwen2_audio_direct; column_mapping carries that)
+        "direct_action": actions[0],
         "column_mapping": ckpt_meta.get("column_mapping", {}),
         "encoder": ckpt_meta.get("encoder", "sentence-transformers/all-MiniLM-L6-v2"),
         "engine": ckpt_meta.get("engine", "minilm"),
         "max_length": int(max_length),
         "input_template": INPUT_TEMPLATE,
+        # the policy the runtime applies to long inputs (textrouter.text); training features use it too
+        "truncation": Truncation.from_meta(ckpt_meta.get("truncation")).to_dict(),
         "reward": ckpt_meta.get("reward", ckpt_meta.get("reward_config")),
         "table": _table_info(ckpt_meta),
         "training": {**keep, "metrics": ckpt_meta.get("metrics", ckpt_meta.get("train_metrics"))},
     }
+    # textrouter.decision's fitted rule and textrouter.selection's choice travel with the router
+    for extra in ("decision", "selection", "recipe"):
+        if extra in ckpt_meta:
+            doc[extra] = ckpt_meta[extra]
+    return doc
+
+
+class StageMessage(str):
+    """A progress message that also says which export stage it is (`step` of `total`).
+
+    A plain `str`, so a one-argument callback that prints it keeps working ("[2/5] ...")."""
+
+    step: int
+    total: int
+
+    def __new__(cls, text: str, step: int, total: int):
+        obj = super().__new__(cls, f"[{step}/{total}] {text}")
+        obj.step, obj.total, obj.text = step, total, text
+        return obj
+
+
+def check_finite_weights(policy) -> None:
+    """Refuse a policy with NaN/inf weights before any ONNX work (quantisation would crash on them
+    with `AssertionError: scale issue`, and the checks compare NaN with NaN)."""
+    import torch
+
+    bad = []
+    for name, tensor in policy.state_dict().items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point():
+            n = int((~torch.isfinite(tensor)).sum())
+            if n:
+                bad.append((name, n))
+    if bad:
+        total = sum(n for _, n in bad)
+        raise RouterError(f"the checkpoint has {total} non-finite weight value(s) (NaN/inf; first: {bad[0][0]}, "
+                          f"{len(bad)} tensor(s)): training diverged; retrain (e.g. with a lower learning "
+                          "rate) and export again (nothing was written)")
+
+
+def _quant_reason(options: ExportOptions, attempts: Sequence[Mapping[str, Any]], chosen: str) -> str:
+    """Why the int8 file is what it is, on one line (router.json metrics + the CLI summary)."""
+    need = f"{options.min_int8_agreement:.0%}"
+    tried = "; ".join(f"{a['method']} kept {a['same_action']}/{a['n_questions']}" for a in attempts)
+    if options.quant.method != "auto":
+        return f"--quant {chosen} requested ({tried} of the fp32 actions; need {need})"
+    if len(attempts) == 1:
+        return (f"auto: {chosen}, the first (fastest, smallest) method, kept the fp32 action on "
+                f"{attempts[0]['same_action']}/{attempts[0]['n_questions']} check questions (need {need})")
+    return f"auto: {tried}; {chosen} is the first to keep >= {need} of the fp32 actions"
 
 
 def export_policy(policy, ckpt_meta: Mapping[str, Any], tokenizer_src: str | os.PathLike,
                   out_dir: str | os.PathLike, options: ExportOptions = ExportOptions(),
                   progress: Callable[[str], None] | None = None) -> dict:
-    """Write a complete router folder for an in-memory policy; return the router.json dict."""
-    say = progress or (lambda msg: None)
+    """Write a complete router folder for an in-memory policy; return the router.json dict.
+
+    Refused before anything is written: actions not starting with direct, non-finite weights, a
+    bad check table. A failure later leaves no router.json (the folder does not load) and removes
+    the folder if this call created it. `progress` gets StageMessage strings, one per stage.
+    All onnxruntime checks run on 1 thread, so the int8 method `auto` picks (and with it the file,
+    byte for byte) is the same on every run on one machine.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ROUTER_JSON).unlink(missing_ok=True)  # until the checks pass the folder must not load
     actions = list(ckpt_meta["actions"])
     if not actions or actions[0] != "direct":
         raise RouterError(f"checkpoint actions {actions} must start with 'direct'; retrain with "
                           "`audiorouter train` (action 0 is always direct)")
+    check_finite_weights(policy)
     max_length = int(ckpt_meta.get("max_length", 128))
+    try:  # what router.json will say must load: refuse it now, not after the ONNX work
+        check_meta({**router_meta(ckpt_meta, max_length), "format_version": FORMAT_VERSION, "files": {}},
+                   "checkpoint meta")
+    except RouterLoadError as exc:
+        problem = str(exc).split("; ")[0]
+        raise RouterError(f"{problem}; fix the checkpoint's meta.json or retrain with `audiorouter train`") from None
     texts, check_sha, check_name = read_check_texts(options.check_table)
-    t_start = time.perf_counter()
+    fuse = options.optimize and hasattr(policy, "encoder")  # BERT fusion: transformer policies only
+    total = 4 + int(fuse) + int(options.int8)
+    step = iter(range(1, total + 1))
 
-    write_tokenizer(Path(tokenizer_src), out / TOKENIZER_FILE, max_length)
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(StageMessage(text, next(step), total))
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ROUTER_JSON).unlink(missing_ok=True)  # until the checks pass the folder must not load
+    try:
+        return _export_into(policy, ckpt_meta, Path(tokenizer_src), out, options, say, actions, max_length,
+                            texts, check_sha, check_name, fuse)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # no half folder left behind
+        raise
+
+
+def _export_into(policy, ckpt_meta, tokenizer_src: Path, out: Path, options: ExportOptions, say, actions,
+                 max_length: int, texts, check_sha: str, check_name: str, fuse: bool) -> dict:
+    t_start = time.perf_counter()
+    say("writing tokenizer.json")
+    write_tokenizer(tokenizer_src, out / TOKENIZER_FILE, max_length)
     from textrouter.folder import load_tokenizer
 
     tokenizer = load_tokenizer(out, max_length)
@@ -451,15 +369,15 @@ def export_policy(policy, ckpt_meta: Mapping[str, Any], tokenizer_src: str | os.
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as tmp:
         fp32_path = (out if options.fp32 else Path(tmp)) / MODEL_FILES["fp32"]
-        say("exporting fp32 ONNX")
+        say("exporting fp32 ONNX (torch.onnx.export)")
         export_fp32(policy, fp32_path, len(actions))
         graph_opt: dict[str, Any] = {"applied": False}
-        if options.optimize and hasattr(policy, "encoder"):  # BERT fusion: transformer policies only
+        if fuse:
             say("fusing the BERT graph (onnxruntime transformer optimizer)")
             graph_opt = {"applied": True, **optimize_fp32(fp32_path, policy)}
         say(f"checking fp32 ONNX against torch on {len(texts)} questions")
         p_torch = torch_probs(policy, batches)
-        p_fp32 = onnx_probs(fp32_path, batches)
+        p_fp32 = onnx_probs(fp32_path, batches, threads=CHECK_THREADS)
         fp32_diff = float(abs(p_fp32 - p_torch).max())
         metrics: dict[str, Any] = {
             "check_table": {"name": check_name, "sha256": check_sha, "n_questions": len(texts)},
@@ -469,21 +387,23 @@ def export_policy(policy, ckpt_meta: Mapping[str, Any], tokenizer_src: str | os.
             "fp32_bytes": fp32_path.stat().st_size,
             "graph_optimization": graph_opt,
         }
-        if fp32_diff >= options.max_fp32_diff:
+        if not fp32_diff < options.max_fp32_diff:  # also refuses NaN
             hint = " or export without graph fusion (ExportOptions(optimize=False))" if options.optimize else ""
             raise RouterError(f"fp32 ONNX differs from torch by {fp32_diff:.2e} (limit {options.max_fp32_diff:g}) "
                               f"on the check questions; the export is wrong: report it with the checkpoint{hint}")
         if options.int8:
             int8_path = out / MODEL_FILES["int8"]
             attempts = []
-            for method in options.quant.ladder:
-                say(f"quantising to int8 ({method}) and checking against fp32")
+            ladder = options.quant.ladder
+            say(f"quantising to int8 ({' -> '.join(ladder)}) and checking against fp32")
+            for method in ladder:
                 op_types = quantize_int8(fp32_path, int8_path, options.quant, method)
-                p_int8 = onnx_probs(int8_path, batches)
+                p_int8 = onnx_probs(int8_path, batches, threads=CHECK_THREADS)
                 agreement = float((p_int8.argmax(1) == p_fp32.argmax(1)).mean())
                 same = int((p_int8.argmax(1) == p_fp32.argmax(1)).sum())
                 attempts.append({"method": method, "agreement": agreement, "same_action": same,
-                                 "n_questions": len(texts), "bytes": int8_path.stat().st_size})
+                                 "n_questions": len(texts), "bytes": int8_path.stat().st_size,
+                                 "sha256": sha256_file(int8_path)})
                 if agreement >= options.min_int8_agreement:
                     break
             metrics.update({
@@ -491,7 +411,8 @@ def export_policy(policy, ckpt_meta: Mapping[str, Any], tokenizer_src: str | os.
                 "int8_vs_fp32_max_abs_diff": float(abs(p_int8 - p_fp32).max()),
                 "int8_bytes": int8_path.stat().st_size,
                 "quantization": {**options.quant.describe(method),
-                                 **({"op_types": op_types} if method != "blockwise" else {})},
+                                 **({"op_types": op_types} if method != "blockwise" else {}),
+                                 "reason": _quant_reason(options, attempts, method)},
                 "quantization_attempts": attempts,
             })
             if agreement < options.min_int8_agreement:
@@ -506,6 +427,7 @@ def export_policy(policy, ckpt_meta: Mapping[str, Any], tokenizer_src: str | os.
             (out / MODEL_FILES["fp32"]).unlink(missing_ok=True)
     metrics["export_seconds"] = round(time.perf_counter() - t_start, 2)
 
+    say("writing router.json")
     doc = router_meta(ckpt_meta, max_length)
     doc["metrics"] = metrics
     files = [TOKENIZER_FILE] + [MODEL_FILES[p] for p, keep in (("fp32", options.fp32), ("int8", options.int8))
@@ -517,7 +439,8 @@ def export_checkpoint(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike | 
                       options: ExportOptions = ExportOptions(),
                       progress: Callable[[str], None] | None = None) -> tuple[Path, dict]:
     """Checkpoint folder (textrouter.model.save_checkpoint) -> router folder. Returns (out, router.json)."""
-    from textrouter.model import CHECKPOINT_TOKENIZER, load_checkpoint, tokenizer_path
+    from textrouter.checkpoint import load_checkpoint
+    from textrouter.model import CHECKPOINT_TOKENIZER, tokenizer_path
 
     ckpt = Path(ckpt_dir)
     out = Path(out_dir) if out_dir is not None else ckpt / "router"
@@ -525,7 +448,7 @@ def export_checkpoint(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike | 
         raise RouterError(f"--out {out} is the checkpoint folder itself; pick another folder (default: {ckpt}/router)")
     if progress is not None:
         progress("loading checkpoint")
-    policy, meta = load_checkpoint(ckpt)
+    policy, meta = load_checkpoint(ckpt)  # non-finite weights are refused before out is touched
     tok = ckpt / CHECKPOINT_TOKENIZER
     doc = export_policy(policy, meta, tok if tok.is_file() else tokenizer_path(), out, options, progress)
     return out, doc

@@ -21,17 +21,22 @@ epoch) and `head` (frozen encoder, cached embeddings, only the head trained; sec
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from .encoders import DEFAULT_ENCODER, get_encoder
 from .errors import RouterError
-from .model import LoraOptions
+from .model import LoraOptions, policy_from_head  # noqa: F401  (re-exported: older callers)
 
 REWARDS = ("relative", "aligned", "absolute")
 GROUPS = ("exhaustive", "sampled")
 MODES = ("head", "lora")
+# Initial policy of a head (also the KL reference): uniform, or leaning to the actions that are
+# right most often on the training rows (bias = prior_scale x accuracy), so GRPO moves away from
+# "best single action" only where the table shows a gain.
+PRIORS = ("uniform", "accuracy")
 
 
 def available_rewards() -> list[str]:
@@ -106,6 +111,9 @@ class TrainOptions:
     adv_eps: float = 1e-6
     direct_prior: float = 0.0          # initial logit bias of `direct` (the KL reference leans to it)
     encoder: str = DEFAULT_ENCODER     # textrouter.encoders: minilm (paper) or minilm-static (fast)
+    prior: str = "uniform"             # head mode: initial (= KL reference) policy; PRIORS
+    prior_scale: float = 10.0          # prior "accuracy": logit per unit of training accuracy
+    pca: int = 0                       # head mode: train on the top-k principal directions (0 = all)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -120,12 +128,20 @@ class TrainOptions:
             raise ValueError(f"group size must be >= 2, got {self.group_size}")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
-            raise ValueError("learning rates must be > 0")
+        for name, v in (("--lr", self.lr), ("--head-lr", self.head_lr)):
+            # `not v > 0` also catches nan (nan <= 0 is False): a NaN rate trains a NaN router
+            if v is not None and (not math.isfinite(v) or not v > 0):
+                raise ValueError(f"{name} {v} must be a finite number > 0 (e.g. {name} {1e-2 if 'head' in name else 5e-5:g})")
+        if not math.isfinite(self.beta) or not math.isfinite(self.prior_scale):
+            raise ValueError(f"--beta and prior_scale must be finite (got {self.beta}, {self.prior_scale})")
         if self.beta < 0 or not 0 < self.clip_eps < 1 or self.inner_iters < 1:
             raise ValueError("need beta >= 0, 0 < clip_eps < 1, inner_iters >= 1")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior {self.prior!r} unknown; valid: {', '.join(PRIORS)}")
+        if self.pca < 0:
+            raise ValueError(f"pca must be >= 0 (0 = all dimensions), got {self.pca}")
 
     @property
     def n_epochs(self) -> int:
@@ -257,7 +273,6 @@ def _batches(n: int, batch: int, epochs: int, seed: int):
 
 def train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | None = None) -> TrainResult:
     """GRPO on a linear head over frozen embeddings [N, 384]; returns (W, b) in `head`."""
-    import numpy as np
     import torch
 
     if opts.mode != "head":
@@ -288,11 +303,22 @@ def _train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | 
     mu = x.mean(0) if scaled else torch.zeros(x.shape[1])
     sd = (x - mu).std(unbiased=False) + 1e-9 if scaled else torch.ones(())
     x = (x - mu) / sd
+    proj = None
+    if opts.pca and opts.pca < min(x.shape):
+        # top-k principal directions of the (centred) training features: fewer free weights on a
+        # few hundred rows; folded back below (W_k P^T acts on the full features)
+        xc = x - x.mean(0)
+        _, _, vt = torch.linalg.svd(xc, full_matrices=False)
+        proj = vt[:opts.pca].T.contiguous()            # [D, k]
+        x = x @ proj
     head = torch.nn.Linear(x.shape[1], a)
     torch.nn.init.normal_(head.weight, std=0.02)
     torch.nn.init.zeros_(head.bias)
     with torch.no_grad():
         head.bias[0] = opts.direct_prior
+        if opts.prior == "accuracy":
+            acc = torch.as_tensor(np.asarray(outcomes, dtype=np.float32).mean(0))
+            head.bias.copy_(opts.prior_scale * (acc - acc.max()))
     ref_w, ref_b = head.weight.detach().clone(), head.bias.detach().clone()
     optim = _Adam([(head.parameters(), opts.n_head_lr)])
     gen = torch.Generator().manual_seed(opts.seed)
@@ -308,7 +334,8 @@ def _train_head(features, outcomes, opts: TrainOptions, on_step: StepCallback | 
         if on_step:
             on_step(step, steps, stats)
     with torch.no_grad():
-        w_t = head.weight / sd                      # W (x - mu) / sd + b = (W / sd) x + (b - (W / sd) mu)
+        w_full = head.weight @ proj.T if proj is not None else head.weight
+        w_t = w_full / sd                      # W (x - mu) / sd + b = (W / sd) x + (b - (W / sd) mu)
         b_t = head.bias - w_t @ mu
     w = w_t.numpy().copy()
     b = b_t.numpy().copy()
@@ -393,19 +420,6 @@ def head_probs(features, head) -> Any:
     return e / e.sum(1, keepdims=True)
 
 
-def policy_from_head(actions: Sequence[str], head, seed: int = 0):
-    """A full RouterPolicy (frozen MiniLM + the trained head): same checkpoint as LoRA mode."""
-    import torch
-
-    from .model import build_policy
-
-    policy = build_policy(actions, None, seed=seed)
-    with torch.no_grad():
-        policy.head.weight.copy_(torch.as_tensor(head[0]))
-        policy.head.bias.copy_(torch.as_tensor(head[1]))
-    return policy.eval()
-
-
 def policy_probs(policy, texts: Sequence[str], max_length: int = 128, batch_size: int = 64):
     """Softmax probabilities [N, A] of a torch policy on router texts."""
     import numpy as np
@@ -422,65 +436,6 @@ def policy_probs(policy, texts: Sequence[str], max_length: int = 128, batch_size
             length = int(mb.sum(1).max())
             out.append(policy(ib[:, :length], mb[:, :length]).softmax(-1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def fit_router(table, mapping, opts: TrainOptions, table_name: str,
-               on_step: StepCallback | None = None) -> tuple[Any, TrainResult, dict]:
-    """Train a router on a loaded outcome table: (policy, TrainResult, checkpoint meta).
-
-    The one training path behind `audiorouter train` and scripts/build_default_router.py: head
-    mode trains on cached frozen embeddings and wraps the head into a policy; lora mode returns the
-    merged policy. `meta` is what `model.save_checkpoint` and `export.export_policy` store.
-    """
-    import numpy as np
-
-    from .embed_cache import encode
-    from .model import ENCODER_ID
-    from .table import outcome_matrix, texts
-
-    mapping.validate(table)
-    xs = texts(table)
-    o = outcome_matrix(table, mapping)
-    _, _, truncated = encode(xs, opts.max_length)
-    t0 = time.perf_counter()
-    if opts.mode == "head":
-        spec = get_encoder(opts.encoder)
-        x = spec.features(xs, opts.max_length)
-        res = train_head(x, o, opts, on_step)
-        probs = head_probs(x, res.head)
-        policy = spec.policy_from_head(mapping.actions, res.head, seed=opts.seed)
-    else:
-        res = train_lora(xs, o, mapping.actions, opts, on_step)
-        policy = res.policy
-        probs = policy_probs(policy, xs, opts.max_length)
-    wall = time.perf_counter() - t0
-    chosen = probs.argmax(1)
-    n = len(o)
-    metrics = {
-        "train_routed_accuracy": float(o[np.arange(n), chosen].mean()),   # in-sample
-        "train_always_direct": float(o[:, 0].mean()),
-        "train_oracle": float(o.max(1).mean()),
-        "train_tool_call_rate": float((chosen != 0).mean()),
-        "final_mean_reward": float(np.mean([c["reward"] for c in res.curve[-max(1, len(res.curve) // 10):]])),
-        "steps": len(res.curve),
-        "train_seconds": round(res.elapsed_s, 3),
-        "wall_seconds": round(wall, 3),
-        "truncated_questions": int(truncated.sum()),
-    }
-    meta = {
-        "actions": mapping.actions,
-        "direct_action": "direct",
-        "column_mapping": mapping.to_dict(),
-        "encoder": ENCODER_ID,
-        "engine": opts.encoder,
-        "max_length": opts.max_length,
-        "reward": {"kind": opts.reward.kind, **{k: v for k, v in opts.reward.__dict__.items() if k != "kind"}},
-        "table": {"sha256": table.sha256, "name": table_name, "n_rows": n},
-        "seed": opts.seed, "mode": opts.mode, "group": opts.group, "epochs": opts.n_epochs,
-        "options": opts.to_dict(),
-        "metrics": metrics,
-    }
-    return policy, res, meta
 
 
 def save_curve_png(curve: Sequence[dict[str, float]], path, title: str = "GRPO training") -> None:

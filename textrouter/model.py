@@ -10,6 +10,7 @@ DIR/tokenizer.json      the encoder's fast tokenizer (copied)
 DIR/meta.json           actions, direct_action, column_mapping, max_length, reward, table sha256,
                         metrics, seed, encoder id, ...
 ```
+`textrouter.checkpoint.load_checkpoint` reads it back (any engine).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import RouterError, RouterLoadError
+from .errors import RouterError
 
 ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 HIDDEN_SIZE = 384  # MiniLM-L6 hidden width
@@ -29,7 +30,7 @@ CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_META = "meta.json"
 CHECKPOINT_TOKENIZER = "tokenizer.json"
 CHECKPOINT_FORMAT = 1
-_INSTALL_HINT = "pip install 'audiorouter[train]'"
+_INSTALL_HINT = "pip install torch==2.13.0 -e '.[train]' in a checkout of audiorouter"
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,6 @@ def _load_encoder():
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    import warnings
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the checkpoint has no pooler weights; we never use the pooler
@@ -161,6 +161,21 @@ def build_policy(actions: Sequence[str], lora: LoraOptions | None = None, seed: 
     return policy
 
 
+def policy_from_head(actions: Sequence[str], head, seed: int = 0):
+    """A full RouterPolicy (frozen MiniLM + a trained numpy head (W [A, 384], b [A])), eval mode."""
+    torch = _torch()
+    policy = build_policy(actions, None, seed=seed)
+    with torch.no_grad():
+        policy.head.weight.copy_(torch.as_tensor(head[0]))
+        policy.head.bias.copy_(torch.as_tensor(head[1]))
+    return policy.eval()
+
+
+def policy_for_state(state, n_actions: int):
+    """An empty MiniLM RouterPolicy to load a checkpoint state dict into."""
+    return __getattr__("RouterPolicy")(_load_encoder(), n_actions)
+
+
 def merge_lora(policy):
     """Fold LoRA adapters into the encoder weights: plain torch modules, exportable to ONNX."""
     encoder = getattr(policy, "encoder", None)  # None: a static policy (textrouter.static)
@@ -201,34 +216,3 @@ def save_checkpoint(policy, out_dir: str | Path, meta: dict[str, Any]) -> Path:
         raise RouterError("checkpoint meta needs 'actions' and 'direct_action' (a bug in the caller)")
     _atomic_write_text(out / CHECKPOINT_META, json.dumps(full, indent=2, sort_keys=True) + "\n")
     return out
-
-
-def load_checkpoint(ckpt_dir: str | Path):
-    """(policy merged and in eval mode, meta dict) from a folder written by `save_checkpoint`."""
-    torch = _torch()
-    d = Path(ckpt_dir)
-    meta_file, weights = d / CHECKPOINT_META, d / CHECKPOINT_WEIGHTS
-    if not meta_file.is_file() or not weights.is_file():
-        raise RouterLoadError(f"{d} is not a router checkpoint (needs {CHECKPOINT_META} and {CHECKPOINT_WEIGHTS}; "
-                              f"create one with: audiorouter train TABLE --out {d})")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        actions = list(meta["actions"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RouterLoadError(f"{meta_file} is corrupt ({exc}); re-run audiorouter train --out {d}") from exc
-    from safetensors.torch import load_file
-
-    from .encoders import get_encoder
-
-    engine = meta.get("engine", "minilm")
-    try:
-        state = load_file(str(weights))
-        policy = get_encoder(engine).policy_for_state(state, len(actions))
-        policy.load_state_dict(state, strict=True)
-    except Exception as exc:  # safetensors/torch raise several types for a truncated or foreign file
-        raise RouterLoadError(f"{weights} does not match a {len(actions)}-action {engine} router ({exc}); "
-                              f"re-run audiorouter train --out {d}") from exc
-    policy.eval()
-    for p in policy.parameters():
-        p.requires_grad_(False)
-    return policy, meta

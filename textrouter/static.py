@@ -129,11 +129,13 @@ def features(texts: Sequence[str], max_length: int = 128, chunk: int = 256):
     """Static features float32 [N, 384] of router texts (same tokenisation as the MiniLM path)."""
     import numpy as np
 
-    from .embed_cache import encode
+    from .embed_cache import tokenizer
+    from .text import encode_fitted
 
     table = static_table()
     weights = token_weights(table.shape[0])
-    ids, mask, _ = encode(list(texts), max_length)  # one tokenizer load for all texts
+    # the runtime's truncation policy (textrouter.text): a long question is cut, its choices kept
+    ids, mask, _ = encode_fitted(tokenizer(max_length), list(texts), max_length)
     out = [np.zeros((0, table.shape[1]), np.float32)]
     for s in range(0, len(texts), chunk):  # chunks bound the [chunk, L, 384] gather in memory
         out.append(pool(table, weights, ids[s:s + chunk], mask[s:s + chunk]).astype(np.float32))
@@ -193,3 +195,14 @@ def build_static_policy(n_actions: int, head=None, table=None, weights=None):
             policy.head.weight.copy_(torch.as_tensor(head[0]))
             policy.head.bias.copy_(torch.as_tensor(head[1]))
     return policy.eval()
+
+
+def policy_from_head(actions: Sequence[str], head, seed: int = 0):
+    """Engine hook (textrouter.encoders): the static policy carrying a trained head."""
+    return build_static_policy(len(actions), head)
+
+
+def policy_for_state(state, n_actions: int):
+    """Engine hook: an empty static policy for a checkpoint state dict; the distilled table and the
+    token weights travel in the checkpoint (no re-distillation)."""
+    return build_static_policy(n_actions, table=state["embed.weight"].numpy(), weights=state["weights"].numpy())

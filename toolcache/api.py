@@ -3,7 +3,7 @@
 The returned envelope (ARCHITECTURE.md, "Tool output"):
 {tool, tool_version, backend, audio_sha256, params, result, limits,
  audio{duration_s, original_duration_s, truncated, sample_rate, original_sample_rate, channels,
- max_seconds}, elapsed_s, cached}
+ max_seconds, header_mismatch[, header_duration_s]}, elapsed_s, cached}
 
 A hit costs one stat (the hash memo), two indexed SELECTs and a JSON parse: well under 2 ms.
 Tool errors raise ToolFailed and are never cached.
@@ -20,6 +20,9 @@ from toolcache.errors import ToolcacheError, ToolFailed
 from toolcache.registry import ToolSpec, get_tool
 
 NAMESPACE = "tool"
+# Bump when the envelope or the decoding rules change for every tool (keys follow, old rows miss).
+# 2: audio.header_mismatch / header_duration_s; non-finite samples refused instead of analysed.
+ENVELOPE_VERSION = "2"
 
 
 def resolve_params(spec: ToolSpec, params: Mapping[str, Any] | None) -> dict:
@@ -69,6 +72,7 @@ def key_parts(spec: ToolSpec, audio_sha256: str, params: Mapping[str, Any], max_
         "params": dict(params),
         "sample_rate": int(spec.sample_rate),   # Hz the tool sees
         "max_seconds": float(max_seconds),      # seconds decoded: a longer limit can change the result
+        "envelope": ENVELOPE_VERSION,           # the wrapper around `result` (audio fields) changed
     }
 
 
@@ -176,7 +180,7 @@ def run_many(tools: Sequence[str], audio_path: str | os.PathLike,
             if clip is None:
                 clip = clips[spec.sample_rate] = load_audio(p, spec.sample_rate, limit, sha256=sha)
             decode_s = time.perf_counter() - t1
-            envelope = _compute(spec, params, parts, clip, decode_s)
+            envelope = compute_envelope(spec, params, parts, clip, decode_s)
         except ToolcacheError as exc:
             if raise_errors:
                 raise
@@ -184,14 +188,18 @@ def run_many(tools: Sequence[str], audio_path: str | os.PathLike,
             continue
         try:
             store.put_json(NAMESPACE, parts, envelope)
-        except CacheError:
-            if cache:
-                raise
+        except CacheError as exc:
+            if cache and not raise_errors:   # batch warming: report it and stop, the next put fails the same way
+                results[spec.name] = exc
+                break
+            # one question (tools run, route, the gateway) or --no-cache: the result is computed, do not
+            # lose it; say why it is not cached (read-only, full disk, I/O error) instead
+            envelope = dict(envelope, cache_error=" ".join(str(exc).split()))
         results[spec.name] = envelope
     return results
 
 
-def _compute(spec: ToolSpec, params: dict, parts: dict, clip, decode_s: float) -> dict:
+def compute_envelope(spec: ToolSpec, params: dict, parts: dict, clip, decode_s: float) -> dict:
     """Run the tool and wrap its result; any backend exception becomes ToolFailed (never cached)."""
     import json
 
@@ -228,6 +236,9 @@ def _compute(spec: ToolSpec, params: dict, parts: dict, clip, decode_s: float) -
             "original_sample_rate": int(clip.original_sample_rate),
             "channels": int(clip.channels),
             "max_seconds": parts["max_seconds"],
+            # The file holds less audio than its header announces (cut download/copy): say so.
+            "header_mismatch": clip.header_duration_s is not None,
+            **({"header_duration_s": round(clip.header_duration_s, 6)} if clip.header_duration_s is not None else {}),
         },
         "elapsed_s": round(elapsed, 6),
         "cached": False,

@@ -23,6 +23,10 @@ from toolcache.registry import AudioClip
 DEFAULT_SAMPLE_RATE = 16000          # Hz; what most tools want
 DEFAULT_MAX_SECONDS = 600.0          # seconds decoded per file unless overridden (10 min)
 MAX_SECONDS_ENV = "AUDIOROUTER_MAX_SECONDS"
+# Upper bound on max_seconds: peak memory is linear in the seconds decoded (audio_features grew
+# RSS by 110 MB for 60 s of audio, measured; so ~1.1 GB at the 600 s default, ~3.3 GB at the cap).
+MAX_SECONDS_CAP = 1800.0
+MAX_SECONDS_CAP_WHY = "about 1.8 MB per second for audio_features: ~3.3 GB at 1800 s"
 _MAX_SECONDS_ENV_B = MAX_SECONDS_ENV.encode()
 HASH_BLOCK = 1 << 20                 # 1 MiB read blocks for hashing
 DECODE_BLOCK_SECONDS = 30.0          # seconds decoded per soundfile block (bounds peak memory)
@@ -63,13 +67,19 @@ def default_max_seconds() -> float:
 
 
 def validate_max_seconds(value, source: str = "max_seconds") -> float:
-    """A positive finite float, else ValueError naming the fix."""
+    """A positive finite float of at most MAX_SECONDS_CAP, else ValueError naming the fix."""
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{source}={value!r} is not a number; set it to a positive number of seconds, e.g. 600")
     if not np.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{source}={value!r} must be a positive number of seconds, e.g. 600")
+    if seconds > MAX_SECONDS_CAP:
+        raise ValueError(
+            f"{source}={value!r} is above the cap of {MAX_SECONDS_CAP:g} s: a tool's peak memory grows "
+            f"linearly with the seconds analysed ({MAX_SECONDS_CAP_WHY}); pass at most {MAX_SECONDS_CAP:g}, "
+            f"or cut the file into parts (e.g. `sox long.wav part.wav trim 0 {MAX_SECONDS_CAP:g} : newfile : restart`)"
+        )
     return seconds
 
 
@@ -126,6 +136,15 @@ def load_audio(
             ) from None
     if samples.size == 0:
         raise AudioError(f"{p} contains no audio samples (zero-length audio); {_FIX_FORMATS} with sound in it")
+    if meta["nonfinite"]:
+        # NaN/inf would flow into every tool (a NaN tone gets a tempo, all-NaN reads as "Silence").
+        # Refused, not repaired: which value a NaN stood for is unknown. Checked before the clip
+        # below, which would silently turn +-inf into +-1.
+        raise AudioError(
+            f"{p} has {meta['nonfinite']} non-finite samples (NaN or infinity; first at "
+            f"{meta['first_nonfinite_s']:.3f} s): the file is corrupt and nothing was analysed or cached; "
+            f"re-export it from its source so every sample is a finite number"
+        )
     # Decoders can overshoot [-1, 1] slightly (MP3, resampling ringing): clip to the documented range.
     np.clip(samples, -1.0, 1.0, out=samples)
     return AudioClip(
@@ -138,6 +157,7 @@ def load_audio(
         original_sample_rate=meta["original_sample_rate"],
         channels=meta["channels"],
         truncated=meta["truncated"],
+        header_duration_s=meta.get("header_duration_s"),
     )
 
 
@@ -161,16 +181,25 @@ def _decode_soundfile(p: Path, sample_rate: int, max_seconds: float) -> tuple[np
         # Output buffer sized for the expected length: no second full-size copy at the end.
         parts = _Collector(int(min(total or want, want) * sample_rate / sr_in) + 1024)
         read = 0
+        nonfinite, first_bad = 0, -1  # frames (in the file's rate) holding NaN/inf, first such frame
         try:
             while read < want:
                 data = f.read(frames=min(block, want - read), dtype="float32", always_2d=True)
                 if data.shape[0] == 0:
                     break
-                read += data.shape[0]
                 # Down-mix: mean over channels (16-bit stereo -> mono float32 in [-1, 1]).
                 mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+                # Counted before resampling (which smears one NaN over its neighbours); a NaN or
+                # inf in any channel makes the mean non-finite.
+                finite = np.isfinite(mono)
+                bad = mono.size - int(np.count_nonzero(finite))
+                if bad:
+                    if first_bad < 0:
+                        first_bad = read + int(np.argmin(finite))
+                    nonfinite += bad
+                read += data.shape[0]
                 parts.append(resampler.push(mono))
-                del data, mono
+                del data, mono, finite
         except Exception as exc:  # corrupt data after a valid header
             if read == 0:
                 raise _NotDecodable(" ".join(str(exc).split())) from None
@@ -186,14 +215,66 @@ def _decode_soundfile(p: Path, sample_rate: int, max_seconds: float) -> tuple[np
                     more = f.read(frames=1, dtype="float32", always_2d=True).shape[0] > 0
                 except Exception:
                     more = False
+        fmt = str(f.format)
     original_frames = max(total, read + 1) if more else read
+    # Header promises more than the file holds (a cut download or copy). libsndfile clamps a WAV's
+    # frame count to the bytes present, so for WAV the RIFF data-chunk size is read directly;
+    # for other formats (FLAC STREAMINFO, ...) the frame count it reports is the header's.
+    header_frames = None
+    if fmt in ("WAV", "WAVEX"):
+        declared = _wav_declared_frames(p)
+        if declared is not None and declared[0] > declared[1]:
+            header_frames = declared[0]
+            original_frames = max(read, declared[1])
+            more = more and declared[1] > read
+    elif read < want and total > read:  # EOF (or a decode error) came before the header's length
+        header_frames = total
     samples = parts.array()
     return samples, {
         "original_duration_s": original_frames / float(sr_in),
         "original_sample_rate": sr_in,
         "channels": channels,
         "truncated": bool(more),
+        "header_duration_s": None if header_frames is None else header_frames / float(sr_in),
+        "nonfinite": nonfinite,
+        "first_nonfinite_s": max(first_bad, 0) / float(sr_in),
     }
+
+
+def _wav_declared_frames(p: Path) -> tuple[int, int] | None:
+    """(frames the RIFF header's data chunk declares, frames the file's bytes hold), or None when
+    the header cannot say (RF64, streaming placeholder sizes 0 / 0xFFFFFFFF, no data chunk)."""
+    import struct
+
+    try:
+        size = os.path.getsize(p)
+        with open(p, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return None
+            endian = "<" if head[:4] == b"RIFF" else ">"
+            block_align = 0
+            for _ in range(64):  # chunks before 'data': fmt, LIST, bext, ... (bounded walk)
+                hdr = fh.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, csize = hdr[:4], struct.unpack(endian + "I", hdr[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(min(csize, 16))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack(endian + "H", fmt[12:14])[0]
+                    fh.seek(csize - len(fmt) + (csize & 1), os.SEEK_CUR)
+                elif cid == b"data":
+                    if not block_align or csize in (0, 0xFFFFFFFF):
+                        return None
+                    held = max(0, size - fh.tell())
+                    return csize // block_align, held // block_align
+                else:
+                    fh.seek(csize + (csize & 1), os.SEEK_CUR)
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 def _decode_av(p: Path, sample_rate: int, max_seconds: float) -> tuple[np.ndarray, dict]:
@@ -242,11 +323,19 @@ def _decode_av(p: Path, sample_rate: int, max_seconds: float) -> tuple[np.ndarra
                 raise _NotDecodable(" ".join(str(exc).split())) from None
     samples = np.concatenate(parts)[:want] if parts else np.zeros(0, np.float32)
     decoded = samples.size / float(sample_rate)
+    finite = np.isfinite(samples)
+    bad = samples.size - int(np.count_nonzero(finite))
+    # The container's duration is an estimate for some codecs: only a clear shortfall (more than
+    # 0.5 s and 2 %) counts as a file holding less than its header says.
+    short = not truncated and original > decoded + max(0.5, 0.02 * original)
     return np.ascontiguousarray(samples, dtype=np.float32), {
-        "original_duration_s": max(original, decoded),
+        "original_duration_s": decoded if short else max(original, decoded),
         "original_sample_rate": sr_in,
         "channels": channels,
         "truncated": bool(truncated and original > decoded + 1e-3),
+        "header_duration_s": original if short else None,
+        "nonfinite": bad,
+        "first_nonfinite_s": (int(np.argmin(finite)) if bad else 0) / float(sample_rate),
     }
 
 

@@ -15,3 +15,24 @@ class UnknownToolError(ToolcacheError):
 
 class ToolFailed(ToolcacheError):
     """A tool's backend raised while computing; never cached as a result."""
+
+
+class CacheError(ToolcacheError):
+    """The cache file cannot be opened, read or written (toolcache.cache re-exports it)."""
+
+
+class CacheCorrupt(CacheError):
+    """The cache file is damaged; `audiorouter cache clear` moves it aside and starts a new one."""
+
+
+class CacheNotWritable(CacheError):
+    """The cache cannot store anything (read-only file/folder, disk full); reads may still work.
+
+    `.reason` is "read-only" or "disk full". Stop computing: nothing more can be cached."""
+
+    def __init__(self, message: str, reason: str = "read-only"):
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # keep .reason across a process pool (default pickling passes args only)
+        return (type(self), (str(self), self.reason))

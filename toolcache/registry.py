@@ -30,6 +30,9 @@ class AudioClip:
     original_sample_rate: int
     channels: int                # channels in the file before the mono down-mix
     truncated: bool              # True when only the first `duration_s` seconds were decoded
+    # Seconds the file's header announces when the file holds less (a cut download or copy);
+    # None when the header and the data agree (or the format has no length in its header).
+    header_duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,14 @@ def get_tool(name: str) -> ToolSpec:
             f"unknown tool {name!r}; available tools: {', '.join(tools)} (see `audiorouter tools list`)"
         )
     return tools[name]
+
+
+def package_version(dist: str) -> str:
+    """An installed distribution's version for backend ids ("missing" when not installed): cheap,
+    reads package metadata only."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "missing"

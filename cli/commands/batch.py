@@ -15,11 +15,14 @@ def batch(
     out: Path = typer.Option(..., "--out", "-o", help="Predictions JSON (the dataset rows + prediction keys)."),
     router_dir: Optional[Path] = opt.ROUTER_DIR,
     precision: str = opt.PRECISION,
+    margin: Optional[float] = typer.Option(None, "--margin", help="Override the router's decision margin: call a tool only when p(tool) - p(direct) > margin x cost (router.json decision; default: the fitted one)."),
+    max_tool_rate: Optional[float] = typer.Option(None, "--max-tool-rate", help="Override the router's tool budget: a fraction of questions (0..1), turned into a margin on the router's fitted curve."),
     reasoner_name: Optional[str] = opt.REASONER,
     reasoner_url: Optional[str] = opt.REASONER_URL,
     model: Optional[str] = opt.MODEL,
     timeout: Optional[float] = opt.TIMEOUT,
     retries: Optional[int] = opt.RETRIES,
+    audio_part: Optional[str] = opt.AUDIO_PART,
     audio_root: Optional[Path] = opt.AUDIO_ROOT,
     fmt: Optional[str] = opt.FORMAT,
     limit: Optional[int] = opt.LIMIT,
@@ -32,11 +35,12 @@ def batch(
     with friendly_errors():
         from cli import batching, datasets, pipeline, render
 
-        config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries, concurrency)
+        config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries, concurrency,
+                                                  audio_part=audio_part)
         if not config.enabled:
             raise ValueError(f"batch needs a reasoner: {pipeline.HOW_TO_ADD_A_REASONER}")
         ds = datasets.load_dataset(dataset, fmt=fmt, audio_root=audio_root, limit=limit)
-        router = pipeline.load_router(router_dir, precision)
+        router = pipeline.load_router(router_dir, precision, margin, max_tool_rate)
         pipeline.check_router_tools(router)
         reasoner = config.create()
         counts = {"ok": 0, "errors": 0, "tool": 0}
@@ -50,18 +54,17 @@ def batch(
                            status=f"ok {counts['ok']} · tool calls {counts['tool']} · errors {counts['errors']}")
 
             try:
-                summary, rows = batching.batch(ds, router, reasoner, out,
+                summary, report = batching.batch(ds, router, reasoner, out,
                                                router_name=pipeline.router_label(router_dir),
                                                use_cache=not no_cache, max_failures=max_failures,
                                                chunk_size=concurrency, on_row=on_row)
             finally:
                 reasoner.close()
             bar.update(task, completed=len(ds))
-        report = batching.batch_report(ds, rows)
         doc = {"predictions": str(out), "dataset": str(dataset), "format": ds.format,
                "questions": summary.total, "skipped_done": summary.skipped_done, "processed": summary.processed,
                "reasoner_requests": summary.server_calls, "reasoner_cache_hits": summary.cache_hits,
-               "report": report}
+               "reasoner_cache_note": summary.cache_note, "report": report}
         if as_json:
             render.print_json(doc)
             return
@@ -70,10 +73,16 @@ def batch(
                     ("tool-call rate", render.pct(report["tool_call_rate"])),
                     ("reasoner requests / cache hits", f"{summary.server_calls} / {summary.cache_hits}")]
         if report["accuracy"] is not None:
-            rows_out.append((f"accuracy (n={report['scored']})", render.pct(report["accuracy"])))
+            left_out = report["not_counted"]
+            extra = f", errors={left_out['errors']} not counted" if left_out["errors"] else ""
+            if left_out["no_answer_key"]:
+                extra += f", {left_out['no_answer_key']} without an answer key not counted"
+            rows_out.append((f"accuracy (n={report['scored']}{extra})", render.pct(report["accuracy"])))
             for g, v in report["per_group"].items():
                 rows_out.append((f"  {g} (n={v['n']})", render.pct(v["accuracy"])))
         render.out.print(render.summary_table(f"batch -> {out}", rows_out))
+        if summary.cache_note:
+            render.note(summary.cache_note)
         render.note("score with the benchmark's own script: MMAU `python evaluation.py --input "
                          f"{out}` (key model_prediction/model_output), MMAR (key answer_prediction)")
 

@@ -19,6 +19,7 @@ def collect(
     model: Optional[str] = opt.MODEL,
     timeout: Optional[float] = opt.TIMEOUT,
     retries: Optional[int] = opt.RETRIES,
+    audio_part: Optional[str] = opt.AUDIO_PART,
     audio_root: Optional[Path] = opt.AUDIO_ROOT,
     fmt: Optional[str] = opt.FORMAT,
     limit: Optional[int] = opt.LIMIT,
@@ -34,7 +35,8 @@ def collect(
         tool_names = pipeline.check_tools(tools.split(","))
         if not tool_names:
             raise ValueError("--tools is empty; name at least one tool, e.g. --tools asr")
-        config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries, concurrency)
+        config = pipeline.ReasonerConfig.from_cli(reasoner_name, reasoner_url, model, timeout, retries, concurrency,
+                                                  audio_part=audio_part)
         if not config.enabled:
             raise ValueError(f"collect needs a reasoner: {pipeline.HOW_TO_ADD_A_REASONER}")
         ds = datasets.load_dataset(dataset, fmt=fmt, audio_root=audio_root, limit=limit)
@@ -58,7 +60,7 @@ def collect(
                "format": ds.format, "questions": summary.total, "skipped_done": summary.skipped_done,
                "processed": summary.processed, "errors": summary.errors, "unmatched": summary.unmatched,
                "reasoner_requests": summary.server_calls, "reasoner_cache_hits": summary.cache_hits,
-               "table_report": report,
+               "reasoner_cache_note": summary.cache_note, "table_report": report,
                "train_with": f"audiorouter train {out} --direct direct "
                              + " ".join(f"--tool {t}={t}" for t in tool_names)}
         if as_json:
@@ -73,6 +75,8 @@ def collect(
             rows.append((f"  no choice matched ({a})", str(report["unmatched"][a])))
         rows.append(("oracle (best action per question)", render.pct(report["oracle"])))
         render.out.print(render.summary_table(f"collect -> {out}", rows))
+        if summary.cache_note:
+            render.note(summary.cache_note)
         if summary.errors:
             render.note(f"{summary.errors} error rows in {out}.errors.jsonl (re-run to retry them)")
         render.note(f"train a router on it: {doc['train_with']}")

