@@ -32,17 +32,7 @@ def _copy(tmp_path: Path, name: str) -> Path:
     return dst
 
 
-def _edit_meta(folder: Path, **changes) -> None:
-    meta = json.loads((folder / ROUTER_JSON).read_text())
-    meta.update(changes)
-    (folder / ROUTER_JSON).write_text(json.dumps(meta))
-
-
-def _rehash(folder: Path) -> None:
-    """What a user does after swapping a file: regenerate router.json so the hashes match again."""
-    meta = json.loads((folder / ROUTER_JSON).read_text())
-    names = list(meta.pop("files"))
-    write_router_json(folder, meta, files=names)
+from test_router_folder import _rehash, _rewrite_meta as _edit_meta  # noqa: E402 - shared folder edits
 
 
 def _refused(folder: Path, match: str) -> str:

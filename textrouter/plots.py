@@ -70,13 +70,7 @@ def margin_curve_plot(curve: Sequence[Sequence[float]], chosen: Mapping[str, flo
             label="margin sweep")
     ax.scatter([100 * chosen["tool_rate"]], [100 * chosen["accuracy"]], s=90, color="tab:red", zorder=3,
                label=f"chosen (margin {chosen['margin']:+.2f})")
-    ax.set_xlabel("tool-call rate (%, cost-weighted)")
-    ax.set_ylabel("routed accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(plt, fig, ax, "tool-call rate (%, cost-weighted)", title, path)
 
 
 def efficiency_curve(fractions: Sequence[float], series: Mapping[str, Sequence[tuple[float, float]]],
@@ -87,7 +81,12 @@ def efficiency_curve(fractions: Sequence[float], series: Mapping[str, Sequence[t
     x = [100 * f for f in fractions]
     for name, pts in series.items():
         ax.errorbar(x, [100 * m for m, _ in pts], yerr=[100 * s for _, s in pts], marker="o", capsize=3, label=name)
-    ax.set_xlabel("% of the training folds used")
+    _finish(plt, fig, ax, "% of the training folds used", title, path)
+
+
+def _finish(plt, fig, ax, xlabel: str, title: str, path: str | Path) -> None:
+    """Axis labels (y: routed accuracy), title, legend; save as PNG and close."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("routed accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
