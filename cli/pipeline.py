@@ -126,7 +126,7 @@ def check_audio(path: str | Path) -> str:
 
 
 def load_router(router_dir: str | Path | None = None, precision: str = "int8", margin: float | None = None,
-                max_tool_rate: float | None = None):
+                max_tool_rate: float | None = None, threads: int | None = None):
     """textrouter's ONNX runtime router (None = the bundled default router). The precision is
     checked here first so the CLI's message names the option (--precision), not a Python keyword."""
     from textrouter import load_router as _load
@@ -143,8 +143,9 @@ def load_router(router_dir: str | Path | None = None, precision: str = "int8", m
             f"{', '.join(have) or 'none'}); use --precision {have[0] if have else 'int8'}, or export the "
             f"checkpoint again with `audiorouter export` (it keeps model.onnx unless --no-fp32)")
     # margin / max_tool_rate: override the router's decision rule (textrouter.decision), None = stored
+    # threads: onnxruntime intra-op threads (None = all cores; the gateway runs one per core instead)
     return _load(None if router_dir is None else str(router_dir), precision=precision, margin=margin,
-                 max_tool_rate=max_tool_rate)
+                 max_tool_rate=max_tool_rate, threads=threads)
 
 
 def router_label(router_dir: str | Path | None) -> str:

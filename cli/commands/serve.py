@@ -57,7 +57,9 @@ def serve(
             use_cache=not no_cache)
         from cli import pipeline
 
-        router = pipeline.load_router(router_dir, precision)   # bad router: one line before listening
+        # bad router: one line before listening. One onnxruntime thread per session call: the
+        # gateway routes one question per core in parallel (cli/gateway/batcher.py)
+        router = pipeline.load_router(router_dir, precision, threads=1)
         pipeline.check_router_tools(router)
         app = create_app(config, router=router)
         import socket

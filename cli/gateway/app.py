@@ -68,7 +68,7 @@ class Gateway:
         from cli.gateway.upstream import Upstream
 
         if self.router is None:
-            self.router = pipeline.load_router(self.config.router, self.config.precision)
+            self.router = pipeline.load_router(self.config.router, self.config.precision, threads=1)
         pipeline.check_router_tools(self.router)
         self.direct = pipeline.direct_action(self.router)
         self.batcher = RouteBatcher(self.router)
