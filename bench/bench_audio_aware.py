@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_routing import SETS  # noqa: E402  (same action sets A, B, C as the routing bench)
+from bench_routing import SETS, results_table  # noqa: E402  (same action sets A, B, C as the routing bench)
 
 TOOL = "audio_embedding"
 BLOCKS = ("scalars", "pca16", "mean")
@@ -250,20 +250,10 @@ def main(argv=None) -> int:
             summaries[s] = summary
             doc["sets"][s] = {"actions": mapping.to_dict(), "summary": summary, "picks": picks,
                               "seconds": time.perf_counter() - t1}
-    out = Table(title=f"Nested CV, {len(sub)} of {len(table)} bundled questions (those with a clip; every row on "
-                      f"the same questions): routed accuracy %, mean ± sd over {len(seeds)} seeds x {args.k} outer folds")
-    out.add_column("method")
-    for s in sets:
-        out.add_column(f"{s} acc", justify="right")
-        out.add_column(f"{s} calls", justify="right")
-    for name in summaries[sets[0]]:
-        cells = []
-        for s in sets:
-            r = summaries[s][name]
-            cells += [f"{100 * r['mean']:.1f} ± {100 * r['sd']:.1f}",
-                      "-" if r["tool_call_rate"] is None else f"{100 * r['tool_call_rate']:.0f}%"]
-        out.add_row(name, *cells, style="bold" if name == AWARE else None)
-    console.print(out)
+    console.print(results_table(
+        f"Nested CV, {len(sub)} of {len(table)} bundled questions (those with a clip; every row on the same "
+        f"questions): routed accuracy %, mean ± sd over {len(seeds)} seeds x {args.k} outer folds",
+        summaries, sets, highlight=AWARE))
     for s in sets:
         sm, pk = summaries[s], doc["sets"][s]["picks"]
         diff = np.array(sm[AWARE]["per_fold"]) - np.array(sm[TEXT_ONLY]["per_fold"])

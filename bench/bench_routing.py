@@ -74,10 +74,29 @@ def run_set(x, o, actions, candidates, base, seeds, k, costs=None, max_tool_rate
     return summary, picks
 
 
+def results_table(title: str, summaries: dict, sets, highlight: str, style: str = "bold"):
+    """One rich table: a row per method, per set its accuracy (mean ± sd, %) and tool-call rate.
+    summaries[set][method] = {"mean", "sd", "tool_call_rate"} (fractions; rate None for baselines)."""
+    from rich.table import Table
+
+    out = Table(title=title)
+    out.add_column("method")
+    for s in sets:
+        out.add_column(f"{s} acc", justify="right")
+        out.add_column(f"{s} calls", justify="right")
+    for name in summaries[sets[0]]:
+        cells = []
+        for s in sets:
+            r = summaries[s][name]
+            cells += [f"{100 * r['mean']:.1f} ± {100 * r['sd']:.1f}",
+                      "-" if r["tool_call_rate"] is None else f"{100 * r['tool_call_rate']:.0f}%"]
+        out.add_row(name, *cells, style=style if name == highlight else None)
+    return out
+
+
 def main(argv=None) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from textrouter.encoders import available_encoders, get_encoder
     from textrouter.grpo import TrainOptions
@@ -106,12 +125,6 @@ def main(argv=None) -> int:
     console = Console()
     doc = {"table": BUNDLED_TABLE.name, "n": len(table), "encoder": args.encoder, "seeds": seeds, "k": args.k,
            "candidates": [c.to_dict() for c in candidates], "embed_seconds": embed_s, "sets": {}}
-    out = Table(title=f"Nested CV on the bundled table ({len(table)} questions, {args.encoder}, candidates "
-                      f"{args.candidates}): routed accuracy %, mean ± sd over {len(seeds)} seeds x {args.k} outer folds")
-    out.add_column("method")
-    for s in sets:
-        out.add_column(f"{s} acc", justify="right")
-        out.add_column(f"{s} calls", justify="right")
     summaries = {}
     with Progress(console=Console(stderr=True), transient=True) as bar:
         for s in sets:
@@ -125,15 +138,10 @@ def main(argv=None) -> int:
             summaries[s] = summary
             doc["sets"][s] = {"actions": mapping.to_dict(), "summary": summary, "picks": picks,
                               "seconds": time.perf_counter() - t1}
-    names = list(next(iter(summaries.values())))
-    for name in names:
-        cells = []
-        for s in sets:
-            r = summaries[s][name]
-            cells += [f"{100 * r['mean']:.1f} ± {100 * r['sd']:.1f}",
-                      "-" if r["tool_call_rate"] is None else f"{100 * r['tool_call_rate']:.0f}%"]
-        out.add_row(name, *cells, style="bold green" if name == ROUTER else None)
-    console.print(out)
+    console.print(results_table(
+        f"Nested CV on the bundled table ({len(table)} questions, {args.encoder}, candidates {args.candidates}): "
+        f"routed accuracy %, mean ± sd over {len(seeds)} seeds x {args.k} outer folds",
+        summaries, sets, highlight=ROUTER, style="bold green"))
     for s in sets:
         sm = summaries[s]
         gain_single = 100 * (sm[ROUTER]["mean"] - sm["best single (chosen on train folds)"]["mean"])
