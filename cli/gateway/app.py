@@ -352,14 +352,14 @@ def create_app(config: GatewayConfig, router=None):
         if req.stream:
             status, ctype, chunks = await _race_disconnect(request, gw.upstream.stream("chat/completions", forwarded))
             gw.metrics.upstream.observe(time.perf_counter() - t0)
-            _log(rid, req, routed, info, evidence, status, t0)
+            _log(rid, req, decision, evidence, status, t0)
             if decision is not None:
                 headers["X-Audiorouter-Decision"] = json.dumps(decision, separators=(",", ":"))
             return StreamingResponse(_streamed(chunks), status_code=status, media_type=ctype, headers=headers)
         status, content, ctype = await _race_disconnect(request, gw.upstream.request("POST", "chat/completions",
                                                                                      forwarded))
         gw.metrics.upstream.observe(time.perf_counter() - t0)
-        _log(rid, req, routed, info, evidence, status, t0)
+        _log(rid, req, decision, evidence, status, t0)
         if decision is not None and status == 200 and "json" in ctype:
             try:
                 doc = json.loads(content)
@@ -370,17 +370,16 @@ def create_app(config: GatewayConfig, router=None):
                 return JSONResponse(doc, headers=headers)
         return Response(content, status_code=status, media_type=ctype, headers=headers)
 
-    def _log(rid, req, routed, info, evidence, status, t0) -> None:
+    def _log(rid, req, decision, evidence, status, t0) -> None:
         if gw._log is None:
             return
         record = {"ts": round(time.time(), 3), "request_id": rid, "status": status,
                   "upstream_ms": round((time.perf_counter() - t0) * 1e3, 3)}
-        if routed is not None:
+        if decision is not None:  # the same decision the response carries
             record.update({
                 "question_sha256": hashlib.sha256(req.question.encode()).hexdigest(),
-                "choices": req.choices, "action": routed["action"],
-                "probs": {k: round(float(v), 6) for k, v in routed["probs"].items()},
-                "tool_ms": info.get("tool_ms", 0.0), "cache_hit": info.get("cache_hit", False)})
+                "choices": req.choices, "action": decision["action"], "probs": decision["probs"],
+                "tool_ms": decision["tool_ms"], "cache_hit": decision["cache_hit"]})
             if evidence is not None:
                 record["tool"] = {"name": evidence.get("tool"), "version": evidence.get("tool_version"),
                                   "audio_sha256": evidence.get("audio_sha256"), "params": evidence.get("params")}
