@@ -190,6 +190,9 @@ class OpenAITestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: headers and body go out in two writes; with Nagle on, the body waited for the
+            # client's delayed ACK (40 ms on Linux) on every keep-alive request.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass

@@ -85,6 +85,21 @@ def test_second_run_is_a_hit_with_identical_result(counter, clip_wav, cache_dir)
     assert (cache_dir / "cache.sqlite").exists()
 
 
+def test_lookup_reads_hits_and_never_computes(counter, clip_wav):
+    assert toolcache.lookup("test_rms", clip_wav) is None            # a miss computes nothing
+    assert counter.calls == 0
+    first = toolcache.run("test_rms", clip_wav)
+    hit = toolcache.lookup("test_rms", clip_wav)
+    assert hit is not None and hit["cached"] is True and hit["result"] == first["result"]
+    # the caller's sha256 names the entry (the gateway hashes the bytes it spools)
+    assert toolcache.lookup("test_rms", clip_wav, sha256=first["audio_sha256"])["result"] == first["result"]
+    assert toolcache.lookup("test_rms", clip_wav, sha256="0" * 64) is None
+    assert toolcache.lookup("test_rms", clip_wav, params={"scale": 2.0}) is None
+    assert counter.calls == 1
+    with pytest.raises(toolcache.UnknownToolError):
+        toolcache.lookup("no_such_tool", clip_wav)
+
+
 def test_copy_and_rename_hit_modified_file_misses(counter, clip_wav, tmp_path):
     toolcache.run("test_rms", clip_wav)
     copy = tmp_path / "sub" / "copy.wav"

@@ -122,6 +122,13 @@ def test_second_request_is_a_cache_hit_and_choices_line_works(client, upstream, 
     decision = raw.parse().model_extra["audiorouter"]
     assert decision["action"] == "asr" and decision["cache_hit"] is True
     assert decision["tool_ms"] < 500
+    # the same question and choices again: the decision comes from the memo, equal to the first
+    assert decision["memo"] is True
+    first = client.chat.completions.create(model=upstream.model, messages=audio_message(b64(speech_wav), QUESTION + "?"),
+                                           extra_body={"choices": CHOICES}).model_extra["audiorouter"]
+    assert first["memo"] is False
+    # the audio reaches the upstream byte for byte (spliced into the body, not re-encoded)
+    assert upstream.requests[-2]["audio"][0][1] == speech_wav.read_bytes()
     assert "(D) Denver" in prompt_text_of(upstream.requests[-1]["body"])
     assert "Choices:" not in prompt_text_of(upstream.requests[-1]["body"])
 
@@ -207,6 +214,29 @@ def test_malformed_requests_get_openai_errors(gateway, body, status, fragment):
     assert "Traceback" not in r.text
 
 
+def test_bad_base64_is_refused_every_time(gateway, speech_wav):
+    # a clip is memoised only once it decoded: the same junk twice gets the same 400
+    junk = b64(speech_wav)[:-8] + "@@@@@@@@"
+    for _ in range(2):
+        r = httpx.post(gateway.url + "/chat/completions", timeout=30,
+                       json={"model": "m", "messages": audio_message(junk, part="audio_url"), "choices": CHOICES})
+        assert r.status_code == 400 and "not valid base64" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("part", ["input_audio", "audio_url"])
+@pytest.mark.parametrize("audio_part", ["input_audio", "none"])
+def test_spliced_forwarded_body_equals_the_plain_encoding(part, audio_part):
+    from cli.gateway.parsing import encode_forwarded, forwarded_body, parse_chat
+
+    data = base64.b64encode(bytes(range(256)) * 64).decode()
+    body = {"model": "m", "temperature": 0, "choices": CHOICES,
+            "messages": [{"role": "system", "content": "sé \"quoted\""},
+                         *audio_message(data, QUESTION + " \u00e9\n", part)]}
+    req = parse_chat(json.loads(json.dumps(body)))
+    evidence = {"tool": "asr", "result": {"text": 'she said "Chicago"'}}
+    assert json.loads(encode_forwarded(req, evidence, audio_part)) == forwarded_body(req, evidence, audio_part)
+
+
 def test_route_endpoint_with_and_without_audio(gateway, speech_wav):
     r = httpx.post(gateway.url + "/route", json={"question": QUESTION, "choices": CHOICES}, timeout=30)
     assert r.status_code == 200 and r.json()["evidence"] is None
@@ -243,6 +273,8 @@ def test_client_disconnect_cancels_the_upstream_call(gateway, upstream, speech_w
         time.sleep(0.1)
     assert metric(gateway.base, "audiorouter_cancelled_total") == cancelled + 1
     assert metric(gateway.base, "audiorouter_in_flight") == 0
+    # a client going away is routine: the gateway's log gets no traceback for it
+    assert not any("Traceback" in line for line in gateway.stderr_lines)
 
 
 # -- a strict gateway: keys, small limits, text-only upstream, concurrency 2 ------------------------

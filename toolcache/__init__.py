@@ -16,6 +16,7 @@ from toolcache.errors import AudioError, ToolcacheError, ToolFailed, UnknownTool
 # name -> module that defines it; resolved on first attribute access (PEP 562).
 _LAZY = {
     "run": "toolcache.api",
+    "lookup": "toolcache.api",
     "run_many": "toolcache.api",
     "cache_key": "toolcache.api",
     "available_tools": "toolcache.registry",
@@ -33,7 +34,7 @@ _LAZY = {
 __all__ = ["AudioError", "ToolcacheError", "ToolFailed", "UnknownToolError", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from toolcache.api import cache_key, run, run_many
+    from toolcache.api import cache_key, lookup, run, run_many
     from toolcache.audio import file_sha256, load_audio
     from toolcache.cache import Cache, CacheError, default_cache_dir, open_cache
     from toolcache.registry import AudioClip, ToolSpec, available_tools, get_tool

@@ -41,7 +41,7 @@ def serve(
 ) -> None:
     """Serve the router as an OpenAI-compatible gateway in front of vLLM (or any chat server)."""
     with friendly_errors():
-        missing = [m for m in ("starlette", "uvicorn", "httpx", "prometheus_client") if not _importable(m)]
+        missing = [m for m in ("starlette", "uvicorn", "httpx", "aiohttp", "prometheus_client") if not _importable(m)]
         if missing:
             raise ValueError(f"the gateway needs {', '.join(missing)} (the serve extra); install it with "
                              "pip install -e '.[serve]' in a checkout of audiorouter")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Awaitable
 
 from cli.gateway.config import GatewayConfig
-from cli.gateway.parsing import AudioRef, RequestError, forwarded_body, parse_chat, route_body
+from cli.gateway.parsing import AudioRef, RequestError, encode_forwarded, parse_chat, route_body
 from cli.gateway.upstream import UpstreamError
 
 _DIRECT_NONE = "none"   # X-Audiorouter-Action of a request that carried no audio
@@ -58,6 +58,9 @@ class Gateway:
         self.spool = Path(config.spool_dir or tempfile.mkdtemp(prefix="audiorouter-gateway-"))
         self._log = None
         self._durations: dict[str, float] = {}   # sha256 -> seconds of clips already validated
+        # sha256 of a clip's base64 text -> (path, sha256, seconds): a clip sent again is not
+        # base64-decoded again (0.9 ms for 430 KB; hashing the text costs 0.25 ms)
+        self._clips: dict[bytes, tuple[str, str, float]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,32 +153,44 @@ class Gateway:
     async def materialise(self, ref: AudioRef) -> tuple[str, str, float]:
         """The clip as a spooled file named by its sha256: (path, sha256, duration in seconds).
 
-        Content-addressed, so a repeated clip reuses its file (and toolcache's hash memo)."""
-        data = ref.data if ref.data is not None else await self.fetch_remote(ref.url)
+        Content-addressed, so a repeated clip reuses its file (and toolcache's hash memo); a clip
+        whose base64 text was seen before is not decoded again."""
+        text_key = None
+        if ref.b64 is not None:
+            text_key = hashlib.sha256(ref.b64.encode("utf-8", "surrogatepass")).digest()
+            seen = self._clips.get(text_key)
+            if seen is not None and os.path.exists(seen[0]):
+                return self._check_duration(*seen)
+            data = ref.decode()   # strict base64: RequestError on junk
+        else:
+            data = await self.fetch_remote(ref.url)
         if not data:
             raise RequestError("the audio part is empty; send the audio file's bytes", 400)
         sha = hashlib.sha256(data).hexdigest()
         path = self.spool / f"{sha}.{ref.fmt}"
         known = self._durations.get(sha)
-        if known is not None and path.exists():  # a clip seen before: already validated
-            return self._check_duration(str(path), sha, known)
-        loop = asyncio.get_running_loop()
-        if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        from toolcache.errors import AudioError
+        if known is None or not path.exists():
+            if not path.exists():
+                tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            from toolcache.errors import AudioError
 
-        try:
-            duration = await loop.run_in_executor(self.tools, _probe_duration, str(path), sha)
-        except AudioError:  # its text names the spool path: not for the client
-            path.unlink(missing_ok=True)
-            raise RequestError("cannot decode the audio: not an audio file, or a corrupt/truncated one; send a "
-                               "wav, flac, ogg or mp3 file", 400) from None
-        if len(self._durations) >= _DURATION_MEMO:
-            self._durations.clear()
-        self._durations[sha] = duration
-        return self._check_duration(str(path), sha, duration)
+            loop = asyncio.get_running_loop()
+            try:
+                known = await loop.run_in_executor(self.tools, _probe_duration, str(path), sha)
+            except AudioError:  # its text names the spool path: not for the client
+                path.unlink(missing_ok=True)
+                raise RequestError("cannot decode the audio: not an audio file, or a corrupt/truncated one; send a "
+                                   "wav, flac, ogg or mp3 file", 400) from None
+            if len(self._durations) >= _DURATION_MEMO:
+                self._durations.clear()
+            self._durations[sha] = known
+        if text_key is not None:
+            if len(self._clips) >= _DURATION_MEMO:
+                self._clips.clear()
+            self._clips[text_key] = (str(path), sha, known)
+        return self._check_duration(str(path), sha, known)
 
     def _check_duration(self, path: str, sha: str, duration: float) -> tuple[str, str, float]:
         if duration > self.config.max_audio_seconds:
@@ -187,13 +202,23 @@ class Gateway:
         t0 = time.perf_counter()
         routed = await self.batcher.route(question, choices)
         self.metrics.routing.observe(time.perf_counter() - t0)
+        self.metrics.routing_memo.labels("hit" if routed.get("memo") else "miss").inc()
         return routed
 
-    async def run_tool(self, action: str, path: str) -> tuple[dict | None, dict]:
-        """(evidence or None, info for the response). A failing tool degrades to a direct answer."""
+    async def run_tool(self, action: str, path: str, sha256: str | None = None) -> tuple[dict | None, dict]:
+        """(evidence or None, info for the response). A failing tool degrades to a direct answer.
+        A cache hit is read inline (~0.06 ms: cheaper than the hop to a pool thread); a miss, or a
+        cache that cannot be read, goes to the tool pool, which computes or reports the error."""
         import toolcache
 
         t0 = time.perf_counter()
+        if self.config.use_cache:
+            try:
+                evidence = toolcache.lookup(action, path, sha256=sha256)
+            except toolcache.ToolcacheError:
+                evidence = None  # the pool's run() says what is wrong
+            if evidence is not None:
+                return evidence, self._tool_done(action, evidence, t0)
         loop = asyncio.get_running_loop()
         try:
             evidence = await asyncio.wait_for(
@@ -207,11 +232,14 @@ class Gateway:
             self.metrics.errors.labels("tool_failed").inc()
             return None, {"tool_ms": round((time.perf_counter() - t0) * 1e3, 3), "cache_hit": False,
                           "tool_error": " ".join(str(exc).split())}
+        return evidence, self._tool_done(action, evidence, t0)
+
+    def _tool_done(self, action: str, evidence: dict, t0: float) -> dict:
         elapsed = time.perf_counter() - t0
         self.metrics.tool.labels(action).observe(elapsed)
         hit = bool(evidence.get("cached"))
         self.metrics.tool_cache.labels("hit" if hit else "miss").inc()
-        return evidence, {"tool_ms": round(elapsed * 1e3, 3), "cache_hit": hit}
+        return {"tool_ms": round(elapsed * 1e3, 3), "cache_hit": hit}
 
     def log_decision(self, record: dict) -> None:
         if self._log is not None:
@@ -221,6 +249,7 @@ class Gateway:
     def decision(self, routed: dict, info: dict) -> dict:
         return {"action": routed["action"], "probs": {k: round(float(v), 6) for k, v in routed["probs"].items()},
                 "routing_ms": float(routed.get("elapsed_ms", 0.0)), "truncated": bool(routed.get("truncated")),
+                "memo": bool(routed.get("memo", False)),
                 "tool_ms": info.get("tool_ms", 0.0), "cache_hit": info.get("cache_hit", False),
                 **({"tool_error": info["tool_error"]} if "tool_error" in info else {})}
 
@@ -240,8 +269,12 @@ async def _until_disconnected(request) -> None:
             return
 
 
+class ClientDisconnected(Exception):
+    """The client closed its connection before the answer: its upstream call was cancelled."""
+
+
 async def _race_disconnect(request, work: Awaitable):
-    """Run `work`; cancel it if the client goes away first (then raise asyncio.CancelledError)."""
+    """Run `work`; cancel it if the client goes away first (then raise ClientDisconnected)."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_until_disconnected(request))
     try:
@@ -251,7 +284,7 @@ async def _race_disconnect(request, work: Awaitable):
     if task in done:
         return task.result()
     task.cancel()
-    raise asyncio.CancelledError("client disconnected")
+    raise ClientDisconnected()
 
 
 def create_app(config: GatewayConfig, router=None):
@@ -298,9 +331,11 @@ def create_app(config: GatewayConfig, router=None):
             except UpstreamError as exc:
                 gw.metrics.errors.labels(exc.kind).inc()
                 return error_response(exc.status, str(exc), exc.kind)
-            except asyncio.CancelledError:
+            except ClientDisconnected:
+                # nobody to answer: an empty 499 (nginx's "client closed request") that uvicorn
+                # drops, not an exception it would log with a traceback for every disconnect
                 gw.metrics.cancelled.inc()
-                raise
+                return Response(status_code=499)
             except Exception as exc:  # noqa: BLE001 - a bug must still answer in OpenAI's shape
                 from textrouter.errors import RouterError
 
@@ -338,12 +373,12 @@ def create_app(config: GatewayConfig, router=None):
             path, sha, _ = await gw.materialise(req.audio)
             routed = await gw.route(req.question, req.choices)
             if routed["action"] != gw.direct:
-                evidence, info = await gw.run_tool(routed["action"], path)
+                evidence, info = await gw.run_tool(routed["action"], path, sha)
             from cli.pipeline import evidence_for_prompt
 
-            forwarded = forwarded_body(req, evidence_for_prompt(evidence), config.audio_part)
+            forwarded = encode_forwarded(req, evidence_for_prompt(evidence), config.audio_part)
         else:
-            forwarded = forwarded_body(req, None, config.audio_part)
+            forwarded = encode_forwarded(req, None, config.audio_part)
         action = routed["action"] if routed else _DIRECT_NONE
         gw.metrics.requests.labels("chat", action).inc()
         decision = gw.decision(routed, info) if routed else None
@@ -390,13 +425,13 @@ def create_app(config: GatewayConfig, router=None):
     async def route_only(request, rid: str):
         body = await gw.read_json(request)
         question, choices, ref, run_tool = route_body(body)
-        path = None
+        path = sha = None
         if ref is not None:
-            path, _, _ = await gw.materialise(ref)
+            path, sha, _ = await gw.materialise(ref)
         routed = await gw.route(question, choices)
         evidence, info = None, {}
         if run_tool and routed["action"] != gw.direct:
-            evidence, info = await gw.run_tool(routed["action"], path)
+            evidence, info = await gw.run_tool(routed["action"], path, sha)
         gw.metrics.requests.labels("route", routed["action"]).inc()
         return JSONResponse({"routing": gw.decision(routed, info), "evidence": evidence},
                             headers={"X-Audiorouter-Action": routed["action"]})

@@ -5,11 +5,19 @@ so the event loop never runs the ONNX model. For a batch-invariant router (minil
 drains whatever is queued (up to `max_batch`) into one padded Router.route_batch call; other
 routers run one loop per core, one question per call, so a decision never depends on which other
 requests arrived at the same time. Alone, a question waits for nothing.
+
+Decisions are memoised (LRU, question + choices): routers read only the text, and a decision is a
+pure function of it, so a question asked again (the same question over many clips, a retry) is
+answered from the memo without queueing or an ONNX pass; the decision says `memo: true`.
 """
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from typing import Sequence
+
+MEMO_SIZE = 8192   # decisions kept (question + choices -> decision dict, ~1 KB each)
 
 
 class RouteBatcher:
@@ -19,7 +27,7 @@ class RouteBatcher:
     2 x 1 thread 559 q/s vs 1 x 2 threads 273 q/s: a 40-token MiniLM pass splits badly over
     threads, and its int8 results must not depend on a batch)."""
 
-    def __init__(self, router, max_batch: int = 32, workers: int | None = None):
+    def __init__(self, router, max_batch: int = 32, workers: int | None = None, memo_size: int = MEMO_SIZE):
         import os
 
         self.router = router
@@ -28,6 +36,9 @@ class RouteBatcher:
         self.workers = workers or (1 if invariant else max(1, os.cpu_count() or 1))
         self._queue: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
+        self.memo_size = memo_size
+        self._memo: OrderedDict[tuple, dict] = OrderedDict()
+        self.memo_hits = 0
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -44,10 +55,22 @@ class RouteBatcher:
                 pass
 
     async def route(self, question: str, choices: Sequence[str] | None) -> dict:
+        t0 = time.perf_counter()
+        key = (question, tuple(choices) if choices else None)
+        known = self._memo.get(key)
+        if known is not None:
+            self._memo.move_to_end(key)
+            self.memo_hits += 1
+            return {**known, "elapsed_ms": round((time.perf_counter() - t0) * 1e3, 3), "memo": True}
         future = asyncio.get_running_loop().create_future()
         assert self._queue is not None, "RouteBatcher.start() not called"
         await self._queue.put(({"question": question, "choices": list(choices) if choices else None}, future))
-        return await future
+        routed = await future
+        if self.memo_size:
+            self._memo[key] = routed
+            if len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        return routed
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()

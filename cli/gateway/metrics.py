@@ -18,6 +18,8 @@ class Metrics:
         self.in_flight = Gauge("audiorouter_in_flight", "Requests being handled now.", registry=r)
         self.routing = Histogram("audiorouter_routing_seconds", "Router decision time.", buckets=_FAST_BUCKETS,
                                  registry=r)
+        self.routing_memo = Counter("audiorouter_routing_memo", "Router decisions by memo outcome (hit: the same "
+                                    "question and choices were routed before).", ["outcome"], registry=r)
         self.tool = Histogram("audiorouter_tool_seconds", "Tool time (cache hit or compute), by tool.", ["tool"],
                               buckets=_SLOW_BUCKETS, registry=r)
         self.upstream = Histogram("audiorouter_upstream_seconds", "Upstream time to the response headers.",

@@ -37,11 +37,16 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class AudioRef:
-    """One audio part: inline bytes, or a remote URL still to fetch."""
+    """One audio part: inline base64 text (decoded by `decode`, once per distinct clip: the gateway
+    memoises clips by this text), or a remote URL still to fetch."""
 
-    data: bytes | None
+    b64: str | None       # the base64 text as sent (data: URLs: the part after the comma)
     fmt: str              # file extension to give the spooled file (wav, mp3, ...)
     url: str | None = None
+    where: str = "input_audio"   # names the part in error messages
+
+    def decode(self) -> bytes:
+        return decode_b64(self.b64, self.where)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,10 @@ def audio_of_part(part: dict) -> AudioRef | None:
         fmt = str(spec.get("format") or "wav").lower()
         if fmt not in AUDIO_FORMATS:
             raise RequestError(f"input_audio format {fmt!r} is not supported; use one of {', '.join(AUDIO_FORMATS)}")
-        return AudioRef(decode_b64(spec.get("data"), "input_audio"), fmt)
+        data = spec.get("data")
+        if not isinstance(data, str) or not data:
+            raise RequestError("input_audio has no base64 data; send the audio file's bytes base64-encoded")
+        return AudioRef(data, fmt)
     if kind == "audio_url":
         spec = part.get("audio_url")
         url = spec.get("url") if isinstance(spec, dict) else spec
@@ -87,7 +95,10 @@ def audio_of_part(part: dict) -> AudioRef | None:
             raise RequestError("audio_url part must be an object {\"url\": \"data:audio/wav;base64,...\"}")
         m = _DATA_URL_RE.match(url)
         if m:
-            return AudioRef(decode_b64(m.group("data"), "audio_url data: URL"), _fmt_from_mime(m.group("mime")))
+            where = "audio_url data: URL"
+            if not m.group("data"):
+                raise RequestError(f"{where} has no base64 data; send the audio file's bytes base64-encoded")
+            return AudioRef(m.group("data"), _fmt_from_mime(m.group("mime")), where=where)
         if url.startswith(("http://", "https://")):
             ext = url.rsplit("?", 1)[0].rsplit(".", 1)[-1].lower()
             return AudioRef(None, ext if ext in AUDIO_FORMATS else "wav", url=url)
@@ -166,9 +177,10 @@ def parse_chat(body: Any) -> ChatRequest:
     return ChatRequest(body, index, ref, question, choices, stream)
 
 
-def forwarded_body(req: ChatRequest, evidence: dict | None, audio_part: str) -> dict:
+def forwarded_body(req: ChatRequest, evidence: dict | None, audio_part: str, placeholder: str | None = None) -> dict:
     """The body sent upstream: the gateway's fields dropped; the audio message's text replaced by
-    the prompt `route` sends (question, lettered options, evidence); its audio kept or dropped."""
+    the prompt `route` sends (question, lettered options, evidence); its audio kept or dropped.
+    `placeholder`: put this string where the audio's base64 text goes (see encode_forwarded)."""
     body = {k: v for k, v in req.body.items() if k not in GATEWAY_FIELDS}
     if req.message_index is None:
         return body
@@ -193,11 +205,41 @@ def forwarded_body(req: ChatRequest, evidence: dict | None, audio_part: str) -> 
             continue
         if kind in AUDIO_PART_TYPES and audio_part == "none":
             continue
+        if kind in AUDIO_PART_TYPES and placeholder is not None and req.audio is not None and req.audio.b64:
+            part = _with_placeholder(part, req.audio.b64, placeholder)
         kept.append(part)
     if not text_placed:
         kept.append({"type": "text", "text": text})
     message["content"] = kept
     return body
+
+
+def _with_placeholder(part: dict, b64: str, placeholder: str) -> dict:
+    if part.get("type") == "input_audio":
+        return {**part, "input_audio": {**part["input_audio"], "data": placeholder}}
+    spec = part.get("audio_url")
+    if isinstance(spec, dict):
+        return {**part, "audio_url": {**spec, "url": spec["url"][:len(spec["url"]) - len(b64)] + placeholder}}
+    return {**part, "audio_url": part["audio_url"][:len(part["audio_url"]) - len(b64)] + placeholder}
+
+
+def encode_forwarded(req: ChatRequest, evidence: dict | None, audio_part: str) -> bytes:
+    """forwarded_body as JSON bytes, without re-encoding the audio: the small rest of the body is
+    encoded around a placeholder and the client's base64 text spliced in (a 430 KB clip: 0.7 ms of
+    json.dumps saved per request). Call it only after the base64 text was decoded strictly (the
+    gateway's materialise does): then it holds only [A-Za-z0-9+/=], which JSON needs no escape for."""
+    import json
+    import uuid
+
+    b64 = req.audio.b64 if req.audio is not None else None
+    if b64 is None or audio_part == "none":
+        return json.dumps(forwarded_body(req, evidence, audio_part)).encode()
+    placeholder = f"audiorouter-audio-{uuid.uuid4().hex}"
+    text = json.dumps(forwarded_body(req, evidence, audio_part, placeholder))
+    if text.count(placeholder) != 1:  # the client's text holds it too (never by chance): encode plainly
+        return json.dumps(forwarded_body(req, evidence, audio_part)).encode()
+    head, _, tail = text.partition(placeholder)
+    return b"".join((head.encode(), b64.encode("ascii"), tail.encode()))
 
 
 def route_body(body: Any) -> tuple[str, list[str] | None, AudioRef | None, bool]:

@@ -1,4 +1,7 @@
-"""The gateway's client to the upstream OpenAI-compatible server (httpx, async).
+"""The gateway's client to the upstream OpenAI-compatible server (aiohttp, async).
+
+aiohttp, not httpx: at 32 clients with 430 KB bodies httpx's request path was half of the
+gateway's event-loop time (py-spy, bench_serve); aiohttp's C HTTP parser costs a fraction.
 
 Redirects are never followed: a 3xx would carry the upstream key to whatever origin the Location
 names (the key leak found in the reasoner back-end); the gateway answers 502 and says why.
@@ -7,7 +10,10 @@ dropped or 5xx, 504 for a timeout) and an OpenAI-style error type.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+import asyncio
+from typing import AsyncIterator
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class UpstreamError(Exception):
@@ -18,76 +24,87 @@ class UpstreamError(Exception):
 
 
 class Upstream:
-    """One pooled async connection set to the upstream base URL."""
+    """One pooled async connection set to the upstream base URL. Create it inside the event loop."""
 
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float, max_connections: int = 256):
-        import httpx
+        import aiohttp
 
         self.base_url = base_url
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url + "/", headers=headers, follow_redirects=False,
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        # keepalive 4 s: under uvicorn's (vLLM's) 5 s idle timeout, so a pooled connection is
+        # dropped here before the server closes it under a request
+        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=4.0)
+        # sock_read: the longest wait for the next bytes (like httpx's read timeout), so a long
+        # stream that keeps sending is never cut; connect: the TCP handshake
+        timeout = aiohttp.ClientTimeout(total=None, connect=min(10.0, timeout_s), sock_read=timeout_s)
+        self._session = aiohttp.ClientSession(
+            headers=headers, connector=connector, timeout=timeout,
             trust_env=False)  # never pick a proxy (or its credentials) up from the environment
 
+    def _url(self, path: str) -> str:
+        return self.base_url + "/" + path.lstrip("/")
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
 
-    def _fail(self, exc: Exception) -> UpstreamError:
-        import httpx
+    def _fail(self, exc: BaseException) -> UpstreamError:
+        import aiohttp
 
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
             return UpstreamError(f"the upstream {self.base_url} did not answer in time; raise --timeout or check "
                                  "the server's load", 504, "upstream_timeout")
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, aiohttp.ClientConnectorError):
             return UpstreamError(f"cannot connect to the upstream {self.base_url}; check that the server runs and "
                                  "--upstream is right", 502, "upstream_unavailable")
         return UpstreamError(f"the upstream {self.base_url} closed the connection ({type(exc).__name__}); check "
                              "its logs", 502, "upstream_unavailable")
 
-    def _check(self, response) -> None:
-        if 300 <= response.status_code < 400:
-            raise UpstreamError(f"the upstream answered a redirect ({response.status_code}) that the gateway does "
+    def _check(self, status: int) -> None:
+        if 300 <= status < 400:
+            raise UpstreamError(f"the upstream answered a redirect ({status}) that the gateway does "
                                 "not follow (its key stays with the upstream origin); point --upstream at the "
                                 "final URL", 502, "upstream_redirect")
-        if response.status_code >= 500:
-            raise UpstreamError(f"the upstream failed with HTTP {response.status_code}; check its logs", 502,
+        if status >= 500:
+            raise UpstreamError(f"the upstream failed with HTTP {status}; check its logs", 502,
                                 "upstream_error")
 
-    async def request(self, method: str, path: str, json: Any = None) -> tuple[int, bytes, str]:
-        """(status, body bytes, content type). 4xx are returned (the client's problem), 5xx raise."""
-        import httpx
+    async def request(self, method: str, path: str, content: bytes | None = None) -> tuple[int, bytes, str]:
+        """(status, body bytes, content type); `content`: a JSON body already encoded. 4xx are
+        returned (the client's problem), 5xx raise."""
+        import aiohttp
 
+        headers = _JSON if content is not None else None
         try:
-            response = await self._client.request(method, path.lstrip("/"), json=json)
-        except httpx.HTTPError as exc:
+            async with self._session.request(method, self._url(path), data=content, headers=headers,
+                                             allow_redirects=False) as response:
+                self._check(response.status)
+                body = await response.read()
+                return response.status, body, response.headers.get("Content-Type", "application/json")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._fail(exc) from None
-        self._check(response)
-        return response.status_code, response.content, response.headers.get("content-type", "application/json")
 
-    async def stream(self, path: str, json: Any) -> tuple[int, str, AsyncIterator[bytes]]:
-        """Open a streaming POST; (status, content type, byte iterator that closes the response)."""
-        import httpx
+    async def stream(self, path: str, content: bytes) -> tuple[int, str, AsyncIterator[bytes]]:
+        """Open a streaming POST of a JSON body already encoded; (status, content type, byte
+        iterator that closes the response)."""
+        import aiohttp
 
-        request = self._client.build_request("POST", path.lstrip("/"), json=json)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._session.post(self._url(path), data=content, headers=_JSON, allow_redirects=False)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._fail(exc) from None
         try:
-            self._check(response)
+            self._check(response.status)
         except UpstreamError:
-            await response.aclose()
+            response.release()
             raise
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.content.iter_any():
                     yield chunk
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 return  # the upstream dropped mid-stream: the client sees the stream end
             finally:
-                await response.aclose()
+                response.close()
 
-        return response.status_code, response.headers.get("content-type", "text/event-stream"), chunks()
+        return response.status, response.headers.get("Content-Type", "text/event-stream"), chunks()
