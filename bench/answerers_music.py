@@ -8,7 +8,10 @@ wrong). They measure the evidence, not a reasoner: no world knowledge beyond fix
 here (tempo-marking BPM ranges, scale degrees).
 
 Chord names come in two spellings in MMAU: Harte-style ("G#:7(13,7,*5)/1", "D#:(1,5)/1") and pop
-style ("Cm7b5", "F#m", "Eb/G", "G major"). `parse_chord` maps both to (root pitch class, quality).
+style ("Cm7b5", "F#m", "Eb/G", "G major", "E minor seventh"). `parse_chord` maps both to (root pitch
+class, quality); `chord_pitch_classes` to the set of pitch classes the name stands for, which is
+what chords are compared by (`chord_similarity`, `same_chord`): "Em7", "E minor seventh" and
+"E:min7" are one chord, and a tool label matches a choice whatever its spelling.
 """
 from __future__ import annotations
 
@@ -54,7 +57,12 @@ def _harte_quality(q: str) -> str:
 
 def _pop_quality(q: str) -> str:
     q = q.split("/")[0].strip().lower()
-    for pat, qual in [(r"^(m7b5|min7b5|ø)", "hdim7"), (r"^(dim7|°7|o7)", "dim7"), (r"^(dim|°|o$)", "dim"),
+    for pat, qual in [(r"^(half[- ]diminished|m7b5|min7b5|ø)", "hdim7"), (r"^diminished sevent", "dim7"),
+                      (r"^diminished", "dim"), (r"^augmented", "aug"), (r"^minor (seventh|7)", "min7"),
+                      (r"^major (seventh|7)", "maj7"), (r"^(dominant )?(seventh|7th)", "7"),
+                      (r"^minor (sixth|6)", "min6"), (r"^(major )?(sixth|6th)", "6"),
+                      (r"^suspended (second|2)", "sus2"), (r"^suspended", "sus4"), (r"^add", "maj"),
+                      (r"^(dim7|°7|o7)", "dim7"), (r"^(dim|°|o$)", "dim"),
                       (r"^(aug|\+)", "aug"), (r"^(maj7|ma7|m7\+|δ)", "maj7"), (r"^(m7|min7|-7)", "min7"),
                       (r"^(m6|min6)", "min6"), (r"^(minor|min|m(?!aj)|-)", "min"), (r"^sus2", "sus2"),
                       (r"^sus", "sus4"), (r"^(7|9|11|13)", "7"), (r"^6", "6"), (r"^5", "5"),
@@ -75,24 +83,134 @@ def parse_chord(text: str) -> tuple[int, str] | None:
     if rest.startswith(":"):
         return root, _harte_quality(rest[1:])
     rest_s = rest.strip()
-    if rest_s and not re.match(r"^(m|min|maj|major|minor|dim|aug|sus|\+|°|ø|-|[0-9]|/|\(|$)", rest_s, re.I):
+    if rest_s and not re.match(r"^(m|min|maj|major|minor|dim|aug|sus|add|half|dominant|seventh|sixth|\+|°|ø|-|[0-9]|/|\(|$)",
+                               rest_s, re.I):
         return None                            # "Bass guitar", "Dominant" ... start with a note letter
-    if re.match(r"^(major|minor)\s+\w", rest_s, re.I) and not re.match(r"^(major|minor)\s*(chord)?$", rest_s, re.I):
-        return None
+    words = r"(major|minor|dominant|diminished|augmented|suspended|half-diminished)"
+    named = words + r"(\s+(seventh|sixth|ninth|second|fourth|7th|6th|7|6))?\s*(chord)?$"
+    if re.match(words + r"\s+\w", rest_s, re.I) and not re.match(named, rest_s, re.I):
+        return None                            # "E minor key", "G major scale": not a chord name
     return root, _pop_quality(rest_s)
 
 
-def chord_similarity(a: tuple[int, str] | None, b: tuple[int, str] | None) -> float:
-    """1 same chord, 0.75 same root + triad family, 0.5 same root with a no-third (sus/power) side,
-    0.25 same root otherwise, 0 different roots or no chord."""
-    if a is None or b is None or a[0] != b[0]:
+# Chord tones in semitones above the root, per quality of `parse_chord` (pitch-class sets are what
+# `chord_pitch_classes` compares, so "Em7", "E minor seventh" and "E:min7" are the same chord).
+QUALITY_INTERVALS = {"maj": (0, 4, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11),
+                     "min7": (0, 3, 7, 10), "6": (0, 4, 7, 9), "min6": (0, 3, 7, 9), "9": (0, 4, 7, 10, 2),
+                     "minmaj7": (0, 3, 7, 11), "dim": (0, 3, 6), "dim7": (0, 3, 6, 9), "hdim7": (0, 3, 6, 10),
+                     "aug": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7), "5": (0, 7)}
+# Harte (2005) shorthands and degrees, in semitones above the root.
+HARTE_SHORTHAND = {"maj": (0, 4, 7), "min": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8),
+                   "maj7": (0, 4, 7, 11), "min7": (0, 3, 7, 10), "7": (0, 4, 7, 10), "dim7": (0, 3, 6, 9),
+                   "hdim7": (0, 3, 6, 10), "minmaj7": (0, 3, 7, 11), "maj6": (0, 4, 7, 9), "min6": (0, 3, 7, 9),
+                   "9": (0, 4, 7, 10, 2), "maj9": (0, 4, 7, 11, 2), "min9": (0, 3, 7, 10, 2),
+                   "11": (0, 4, 7, 10, 2, 5), "min11": (0, 3, 7, 10, 2, 5), "13": (0, 4, 7, 10, 2, 9),
+                   "maj13": (0, 4, 7, 11, 2, 9), "min13": (0, 3, 7, 10, 2, 9), "sus2": (0, 2, 7),
+                   "sus4": (0, 5, 7), "1": (0,), "5": (0, 7)}
+_DEGREE = {"1": 0, "2": 2, "3": 4, "4": 5, "5": 7, "6": 9, "7": 11, "8": 0, "9": 2, "10": 4, "11": 5,
+           "12": 7, "13": 9}
+# Two chords "match" (one can stand for the other in a tool output) when chord_similarity >= 3/4:
+# the same pitch classes (any root: A:min7 = C6), or the same root and one is the other plus one
+# note (C in Cmaj7 is 3/4; two triads sharing two notes are 1/2, two 7th chords sharing three 3/5).
+MATCH = 0.75
+
+
+def _degree(text: str) -> int | None:
+    """Semitones of a Harte degree ('b7', '#11', '5') above the root, or None."""
+    m = re.fullmatch(r"\s*([b#]*)(\d+)\s*", text)
+    if not m or m.group(2) not in _DEGREE:
+        return None
+    return (_DEGREE[m.group(2)] + m.group(1).count("#") - m.group(1).count("b")) % 12
+
+
+def _harte_pcs(root: int, rest: str) -> set[int]:
+    """Pitch classes of the Harte chord ROOT:shorthand(degrees, *removed)/bass (rest after ':')."""
+    bass = None
+    if "/" in rest:
+        rest, bass = rest.split("/", 1)
+    m = re.match(r"([a-z0-9]*)(?:\((.*)\))?", rest)
+    short, degs = m.group(1), m.group(2)
+    ivs = set(HARTE_SHORTHAND.get(short, (0,) if degs is not None and not short else HARTE_SHORTHAND["maj"]))
+    for d in (degs or "").split(","):
+        d = d.strip()
+        if d.startswith("*"):
+            v = _degree(d[1:])
+            ivs.discard(v)
+        elif (v := _degree(d)) is not None:
+            ivs.add(v)
+    b = _degree(bass) if bass else None
+    if b is not None:
+        ivs.add(b)                             # the bass note sounds too
+    return {(root + iv) % 12 for iv in ivs}
+
+
+def _pop_pcs(root: int, rest: str) -> set[int]:
+    """Pitch classes of a pop chord after its root: quality, extensions (6, 9, 11, 13, add9, b5, #5)
+    and an optional /bass note."""
+    rest = rest.strip()
+    bass = None
+    if "/" in rest:
+        rest, b = rest.split("/", 1)
+        bass = _root(b.strip())[0]
+    q = _pop_quality(rest)
+    ivs = set(QUALITY_INTERVALS[q])
+    low = rest.lower()
+    for token, iv in (("add9", 2), ("add2", 2), ("add4", 5), ("add11", 5), ("13", 9), ("11", 5)):
+        if token in low:
+            ivs.add(iv)
+            if token in ("13", "11") and q in ("7", "min7", "maj7"):
+                ivs.add(2)                     # an 11th/13th chord implies the 9th
+    if re.search(r"(?<![a-z])9|ninth", low) and "add" not in low:
+        ivs.add(2)
+        if q in ("maj", "min"):               # C9 / Cm9 carry the 7th
+            ivs.add(10)
+    if re.search(r"b5|-5|flat five", low) and q not in ("hdim7", "dim", "dim7"):
+        ivs.discard(7), ivs.add(6)
+    if re.search(r"#5|\+5", low) and q != "aug":
+        ivs.discard(7), ivs.add(8)
+    if bass is not None:
+        return {(root + iv) % 12 for iv in ivs} | {bass}
+    return {(root + iv) % 12 for iv in ivs}
+
+
+def chord_pitch_classes(text) -> frozenset | None:
+    """The pitch classes (0 = C) a chord name stands for, from either spelling: Harte
+    ("G#:7(11,*5)/1", "F#:(5,2,b7,4)/5") or pop ("Cm7b5", "Eb/G", "E minor seventh", "Dadd9");
+    None if `text` names no chord. A parsed (root, quality) tuple is accepted as well."""
+    if isinstance(text, tuple):
+        return frozenset((text[0] + iv) % 12 for iv in QUALITY_INTERVALS.get(text[1], (0, 4, 7)))
+    if parse_chord(text) is None:
+        return None
+    text = str(text).strip().strip("'\"")
+    root, rest = _root(text)
+    if rest.startswith(":"):
+        return frozenset(_harte_pcs(root, rest[1:]))
+    return frozenset(_pop_pcs(root, rest))
+
+
+def same_chord(a, b) -> bool:
+    """True when two chord names (any spelling) have the same pitch classes and root."""
+    pa, pb = chord_pitch_classes(a), chord_pitch_classes(b)
+    ra, rb = parse_chord(a) if not isinstance(a, tuple) else a, parse_chord(b) if not isinstance(b, tuple) else b
+    return pa is not None and pa == pb and ra is not None and rb is not None and ra[0] == rb[0]
+
+
+def _root_of(c) -> int | None:
+    p = c if isinstance(c, tuple) else parse_chord(c)
+    return p[0] if p else None
+
+
+def chord_similarity(a, b) -> float:
+    """Overlap of two chords (names in any spelling, or parsed (root, quality) tuples): the Jaccard
+    index of their pitch-class sets, halved when the roots differ unless the notes are identical
+    (A:min7 = C6 keeps 1). Same root: 1 same notes, 3/4 a triad and its 7th chord (C vs Cmaj7),
+    1/2 C vs Csus2; other root: C vs Am 1/4, nothing in common 0; no chord 0."""
+    pa = chord_pitch_classes(a) if a is not None else None
+    pb = chord_pitch_classes(b) if b is not None else None
+    if not pa or not pb:
         return 0.0
-    if a[1] == b[1]:
-        return 1.0
-    fa, fb = FAMILY.get(a[1], "maj"), FAMILY.get(b[1], "maj")
-    if fa == fb:
-        return 0.75
-    return 0.5 if "sus" in (fa, fb) else 0.25
+    j = len(pa & pb) / len(pa | pb)
+    return j if j == 1.0 or _root_of(a) == _root_of(b) else j / 2
 
 
 def _segments(envelopes: dict) -> list[dict]:
@@ -101,7 +219,26 @@ def _segments(envelopes: dict) -> list[dict]:
 
 
 def _seconds_of(chord, segs) -> float:
-    return sum(chord_similarity(chord, parse_chord(s["label"])) * (s["end"] - s["start"]) for s in segs)
+    """Seconds of output segments, each weighted by its pitch-class overlap with `chord`."""
+    return sum(chord_similarity(chord, s["label"]) * (s["end"] - s["start"]) for s in segs)
+
+
+def _matches(chord, label: str) -> bool:
+    return chord_similarity(chord, label) >= MATCH
+
+
+def _runs_of(chord, segs) -> list[tuple[float, float]]:
+    """(start, end) of each run of contiguous output segments that match `chord` (a chord that the
+    tool splits into C:maj / C:maj7 / C:maj pieces counts as one stretch)."""
+    runs: list[list[float]] = []
+    for s in segs:
+        if not _matches(chord, s["label"]):
+            continue
+        if runs and abs(runs[-1][1] - s["start"]) < 1e-6:
+            runs[-1][1] = s["end"]
+        else:
+            runs.append([s["start"], s["end"]])
+    return [(a, b) for a, b in runs]
 
 
 def _unique_best(scores: list[float | None], lowest: bool = False) -> int | None:
@@ -128,31 +265,46 @@ def _number(text: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def _question_chord(q: str) -> tuple[int, str] | None:
-    """The chord named in the question ('the chord G:7/1', "chord 'F:min7/1'", 'a G# major chord')."""
+def _seconds(text: str) -> float | None:
+    """A duration choice in seconds ("2.14 seconds", "2.14", "2.14 minutes" = 128.4)."""
+    n = _number(text)
+    return None if n is None else n * 60.0 if re.search(r"\bmin(ute)?s?\b", str(text), re.I) else n
+
+
+def _question_chord(q: str) -> str | None:
+    """The chord named in the question ('the chord G:7/1', "chord 'F:min7/1'", 'a G# major chord',
+    "root 'C#'"), as its text."""
     for pat in [r"([A-G][#b]?:[^\s'\"?,]+)", r"chord\s+'?([A-G][#b]?[^\s'\"?,]*)", r"(?:the|a)\s+([A-G][#b]?\S*)\s+chord",
                 r"\b([A-G][#b]?\s+(?:major|minor))\b", r"root\s+'([A-G][#b]?)'"]:
         m = re.search(pat, q)
-        if m:
-            c = parse_chord(m.group(1))
-            if c is not None:
-                return c
+        if m and parse_chord(m.group(1)) is not None:
+            return m.group(1)
     return None
 
 
+def _in_span(segs: list[dict], a: float, b: float) -> list[dict]:
+    return [dict(s, start=max(s["start"], a), end=min(s["end"], b)) for s in segs if s["end"] > a and s["start"] < b]
+
+
 def answer_chords(row: dict, envelopes: dict) -> int | None:
-    """Chord questions. Rules, first match wins:
-    1. "from/between A to/and B" + chord choices: the choice most similar (time-weighted) to the
-       output's labels inside [A, B].
-    2. time-interval choices ("0.00 - 2.18"): the interval with most seconds of the question's chord.
-    3. "how long / duration" + number choices: total seconds of the question's chord if "total",
-       else its longest segment; the nearest choice.
+    """Chord questions. Chords are compared as pitch-class sets (`chord_similarity`, any spelling);
+    an output segment *matches* a chord when the overlap is >= MATCH (same notes, or one chord is the
+    other plus one note). Rules, first match wins:
+    1. "from/between A to/and B" + chord choices: the choice with the most overlap-weighted seconds
+       of output inside [A, B].
+    2. time-interval choices ("0.00 - 2.18"): the interval with the largest overlap-weighted share
+       of the question's chord.
+    3. "how long / duration" + number choices (seconds; "minutes" converted): total matching seconds
+       if the question says "total", else the longest run of contiguous matching segments; the
+       nearest choice.
     4. "X to Y" choices: the choice whose transition X -> Y appears in the output.
     5. "played first": the choice whose earliest matching segment starts first.
-    6. "after" + chord choices: the first chord with another root after the question's chord.
+    6. "after" + chord choices: the chord after the first run matching the question's chord; the
+       choice with the most overlap with it.
     7. "which chord is a <quality> chord" (major seventh, diminished, minor, ...): among the choices
-       spelled with that quality, the one whose root the output labels with it for the most time.
-    8. otherwise, chord choices: the choice with most (similarity-weighted) seconds in the output.
+       spelled with that quality, the one whose root the output has for the most time (any quality).
+    8. otherwise, chord choices: the choice with most overlap-weighted seconds in the output.
+    Ties and no evidence give None.
     """
     q, choices = row["question"], row["choices"]
     segs = _segments(envelopes)
@@ -162,54 +314,49 @@ def answer_chords(row: dict, envelopes: dict) -> int | None:
     chord_choices = sum(p is not None for p in parsed) >= 2
     span = _interval(q)
     if span and chord_choices:
-        a, b = span
-        inside = [dict(s, start=max(s["start"], a), end=min(s["end"], b)) for s in segs if s["end"] > a and s["start"] < b]
-        return _unique_best([_seconds_of(p, inside) if p else None for p in parsed])
+        inside = _in_span(segs, *span)
+        return _unique_best([_seconds_of(c, inside) if p else None for c, p in zip(choices, parsed)])
     intervals = [_interval(c) for c in choices]
     target = _question_chord(q)
     if all(intervals) and target:
-        scores = []
-        for a, b in intervals:
-            inside = [dict(s, start=max(s["start"], a), end=min(s["end"], b)) for s in segs if s["end"] > a and s["start"] < b]
-            scores.append(_seconds_of(target, inside) / max(1e-6, b - a))
-        return _unique_best(scores)
+        return _unique_best([_seconds_of(target, _in_span(segs, a, b)) / max(1e-6, b - a) for a, b in intervals])
     if re.search(r"how long|duration", q, re.I) and target and not chord_choices:
-        nums = [_number(c) for c in choices]
-        matched = [s["end"] - s["start"] for s in segs if chord_similarity(target, parse_chord(s["label"])) >= 0.75]
-        if not matched or None in nums:
+        nums = [_seconds(c) for c in choices]
+        runs = _runs_of(target, segs)
+        if not runs or None in nums:
             return None
-        est = sum(matched) if re.search(r"total", q, re.I) else max(matched)
+        lengths = [b - a for a, b in runs]
+        est = sum(lengths) if re.search(r"total", q, re.I) else max(lengths)
         return _unique_best([abs(n - est) for n in nums], lowest=True)
     pairs = [_pair(c) for c in choices]
     if all(pairs):
         # "X to Y" choices: 1 if the output has X followed by Y (same-root neighbours merged)
-        roots = _root_runs(segs)
-        return _unique_best([1.0 if any(chord_similarity(a, roots[i]) >= 0.75 and chord_similarity(b, roots[i + 1]) >= 0.75
-                                        for i in range(len(roots) - 1)) else 0.0 for a, b in pairs])
+        labels = _root_runs(segs)
+        return _unique_best([1.0 if any(_matches(a, labels[i]) and _matches(b, labels[i + 1])
+                                        for i in range(len(labels) - 1)) else 0.0 for a, b in pairs])
     if not chord_choices:
         return None
     if re.search(r"played first|first chord", q, re.I):
-        # the choice whose earliest matching segment starts first
-        starts = [min([s["start"] for s in segs if chord_similarity(p, parse_chord(s["label"])) >= 0.75] or [1e9])
-                  if p else None for p in parsed]
+        starts = [min([s["start"] for s in segs if _matches(c, s["label"])] or [1e9]) if p else None
+                  for c, p in zip(choices, parsed)]
         if all(v is None or v >= 1e9 for v in starts):
             return None
         return _unique_best(starts, lowest=True)
     if re.search(r"\bafter\b", q, re.I) and target:
-        # the first chord with another root after the first segment of the question's chord
-        roots = _root_runs(segs)
-        for i, c in enumerate(roots[:-1]):
-            if chord_similarity(target, c) >= 0.75:
-                return _unique_best([chord_similarity(p, roots[i + 1]) if p else None for p in parsed])
+        # the first output chord with another root after the first run of the question's chord
+        labels = _root_runs(segs)
+        for i, lab in enumerate(labels[:-1]):
+            if _matches(target, lab):
+                return _unique_best([chord_similarity(c, labels[i + 1]) if p else None for c, p in zip(choices, parsed)])
         return None
     asked = _asked_quality(q)
     if asked:
-        # "which chord is a <quality> chord": among choices spelled with that quality, the one the
-        # output labels with that quality (same root) for the most time
-        return _unique_best([sum(s["end"] - s["start"] for s in segs
-                                 if (c := parse_chord(s["label"])) and c[0] == p[0] and FAMILY_OF_ASKED[asked](c[1]))
+        # "which chord is a <quality> chord": among choices spelled with that quality, the one whose
+        # root the output has for the most time, any quality (the tool's thirds and sevenths are its
+        # weakest part: a minor chord under a sung melody often reads as major)
+        return _unique_best([sum(s["end"] - s["start"] for s in segs if _root_of(s["label"]) == p[0])
                              if p and FAMILY_OF_ASKED[asked](p[1]) else None for p in parsed])
-    return _unique_best([_seconds_of(p, segs) if p else None for p in parsed])
+    return _unique_best([_seconds_of(c, segs) if p else None for c, p in zip(choices, parsed)])
 
 
 FAMILY_OF_ASKED = {
@@ -240,17 +387,18 @@ def _pair(text: str) -> tuple | None:
     m = re.fullmatch(r"\s*(\S+)\s+(?:to|->|then)\s+(\S+)\s*", str(text))
     if not m:
         return None
-    a, b = parse_chord(m.group(1)), parse_chord(m.group(2))
-    return (a, b) if a and b else None
+    return (m.group(1), m.group(2)) if parse_chord(m.group(1)) and parse_chord(m.group(2)) else None
 
 
-def _root_runs(segs: list[dict]) -> list[tuple[int, str]]:
-    """Output chords with consecutive same-root segments merged (the first label of each run)."""
-    out: list[tuple[int, str]] = []
+def _root_runs(segs: list[dict]) -> list[str]:
+    """Output labels with consecutive same-root segments merged (the first label of each run)."""
+    out: list[str] = []
+    last = None
     for s in segs:
         c = parse_chord(s["label"])
-        if c and (not out or out[-1][0] != c[0]):
-            out.append(c)
+        if c and c[0] != last:
+            out.append(s["label"])
+            last = c[0]
     return out
 
 
@@ -285,7 +433,7 @@ def answer_key(row: dict, envelopes: dict) -> int | None:
     q, choices = row["question"], row["choices"]
     roles = [ROLE_DEGREES.get(c.strip().lower()) for c in choices]
     if all(r is not None for r in roles):
-        target = _question_chord(q) or _first_chord_in(q)
+        target = parse_chord(_question_chord(q) or "") or _first_chord_in(q)
         if target is None:
             return None
         deg = (target[0] - tonic) % 12

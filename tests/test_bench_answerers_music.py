@@ -153,3 +153,65 @@ def test_bench_counts_missing_clips(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)["summary"]
     assert summary == [dict(summary[0], n=0, missing=1, tool_alone=None)]
+
+
+@pytest.mark.parametrize("a,b", [("Em7", "E minor seventh"), ("Em7", "E:min7"), ("E:min7/1", "E minor seventh chord"),
+                                 ("Bbmaj7", "A#:maj7"), ("Cm7b5", "C:hdim7"), ("D#:(1,5)/1", "Eb5")])
+def test_spellings_of_one_chord_compare_equal(a, b):
+    assert am.same_chord(a, b) and am.chord_similarity(a, b) == 1.0
+
+
+def test_harte_degrees_give_pitch_classes():
+    pcs = lambda t: sorted(am.PITCH_CLASSES[i] for i in am.chord_pitch_classes(t))  # noqa: E731
+    assert pcs("G#:7(11,*5)/1") == ["C", "C#", "F#", "G#"]       # G# C F# + 11th C#, no 5th
+    assert pcs("D#:maj6(*5)/1") == ["C", "D#", "G"]
+    assert pcs("Eb/G") == ["A#", "D#", "G"]
+    assert not am.same_chord("Em7", "G6") and am.chord_similarity("A:min7", "C:maj6") == 1.0
+
+
+def test_similarity_prefers_the_chord_a_seventh_extends():
+    # the tool heard C#:maj7 first: C#:maj (C# F G#, 3 of its 4 notes) matches, C#:maj6 does not
+    segs = [(0.0, 1.0, "C#:maj7"), (1.0, 2.0, "G#:7"), (2.0, 4.0, "A#:min7")]
+    r = row("Which of the following chords is played first in the audio?", ["C#:maj/1", "F#:maj/1", "G#:maj/1", "C#:maj6/1"])
+    assert am.answer_chords(r, env(segs)) == 0
+    assert am.chord_similarity("C:maj", "C:maj7") == 0.75 and am.chord_similarity("C:maj", "A:min") == 0.25
+
+
+def test_duration_uses_contiguous_runs_of_matching_segments():
+    segs = [(0.0, 1.0, "G:maj"), (1.0, 1.5, "G:7"), (1.5, 2.5, "G:maj"), (2.5, 4.0, "C:maj"), (4.0, 4.5, "G:maj")]
+    r = row("How long is the duration of the chord G:maj/1 in the audio?", ["0.5 seconds", "1.0 seconds", "2.5 seconds", "3.0 seconds"])
+    assert am.answer_chords(r, env(segs)) == 2          # G, G7, G as one 2.5 s stretch
+
+
+def test_asked_quality_accepts_the_root_under_a_misread_third():
+    # a minor chord the tool read as major: the only minor-spelled choice whose root is heard
+    segs = [(0.0, 3.0, "D:maj"), (3.0, 6.0, "F#:maj"), (6.0, 8.0, "G:maj")]
+    r = row("In the audio, which chord is played as a minor chord in the given progression?", ["D", "F#m", "G", "A"])
+    assert am.answer_chords(r, env(segs)) == 1
+    r = row("Which chord in the audio is a diminished seventh chord?", ["C", "Gm", "Cm7b5", "Bdim"])
+    assert am.answer_chords(r, env(segs)) is None       # neither C nor B is heard
+
+
+def test_duration_choices_in_minutes_are_converted():
+    segs = [(0.0, 2.1, "F:min7"), (2.1, 4.0, "C:maj")]
+    r = row("In the audio, what is the duration of the chord 'F:min7/1'?", ["2.14 seconds", "4.00 seconds", "2.14 minutes"])
+    assert am.answer_chords(r, env(segs)) == 0           # 2.14 minutes is 128 s, not a tie with 2.14 s
+
+
+def test_chords_real_bench_skips_and_runs_on_a_tiny_table(tmp_path):
+    bench = str(REPO / "bench" / "bench_chords_real.py")
+    out = subprocess.run([sys.executable, bench, str(tmp_path / "absent")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr.strip().startswith("skipped:")
+    sys.path.insert(0, str(REPO / "tests"))
+    import synth_music as sm
+
+    sm.write_wav(tmp_path / "m.wav", sm.progression(["C:maj", "G:maj"], 2.0, 22050), 22050)
+    (tmp_path / "s.wav").write_bytes((REPO / "examples" / "audio" / "speech-two-speakers.wav").read_bytes())
+    table = tmp_path / "t.jsonl"
+    table.write_text("".join(json.dumps({"audio": a, "task": t}) + "\n" for a, t in (("m.wav", "music"), ("s.wav", "speech"))))
+    out = subprocess.run([sys.executable, bench, str(tmp_path), "--table", str(table), "--per-task", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {tuple(cell.strip() for cell in line.split("│")[1:3]): line for line in out.stdout.splitlines() if "│" in line}
+    assert ("v3", "music") in rows and ("no grid gate", "speech") in rows
+    assert "full-band HPSS / v3 compute time" in out.stdout

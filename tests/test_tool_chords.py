@@ -51,7 +51,7 @@ def test_spec_registered_with_templates_default():
     assert spec.backend(spec.default_params).startswith("hpss-chroma-templates-viterbi")
     assert spec.backend({"backend": "chordino"}).startswith("chordino")
     assert "maj7" in spec.limits and "key" in spec.limits
-    assert spec.version == "2"
+    assert spec.version == "3"
     assert ch.available_chord_backends() == ["templates", "chordino"]
 
 
@@ -98,7 +98,8 @@ def test_repeated_chord_is_most_common():
 def test_silence_is_no_chord_only():
     result = ch.compute(sm.clip(sm.silence(4.0, SR), SR))
     assert [s["label"] for s in result["segments"]] == ["N"]
-    assert result["segments"][0] == {"start": 0.0, "end": 4.0, "label": "N", "confidence": 1.0}
+    assert result["segments"][0] == {"start": 0.0, "end": 4.0, "label": "N", "confidence": 1.0,
+                                     "bass": None}
     assert result["key"] is None
     assert result["summary"]["distinct_chords"] == [] and result["summary"]["most_common"] is None
 
@@ -216,3 +217,38 @@ def test_music_tools_import_no_numba_or_librosa():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _notes(midis: list[int], seconds: float) -> np.ndarray:
+    """Harmonic tones (3 partials, 1/k amplitudes) at the given MIDI notes, summed, peak 0.5."""
+    t = np.arange(int(seconds * SR)) / SR
+    y = sum(sum(np.sin(2 * np.pi * k * 440.0 * 2 ** ((m - 69) / 12) * t) / k for k in (1, 2, 3)) for m in midis)
+    return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def test_bass_note_shows_an_inversion_and_progression_is_summarised():
+    # C major over an E bass (C/E, MIDI 40 = E2), then F major over its root (MIDI 41 = F2)
+    y = np.concatenate([_notes([40, 60, 64, 67], 2.0), _notes([41, 60, 65, 69], 2.0)])
+    result = ch.compute(sm.clip(y, SR))
+    chords_ = [(s["label"], s["bass"]) for s in result["segments"] if s["label"] != ch.NO_CHORD]
+    assert chords_ == [("C:maj", "E"), ("F:maj", "F")], result["segments"]
+    assert result["summary"]["progression"] == ["C:maj", "F:maj"]
+
+
+def test_progression_lists_the_chords_in_order():
+    labels = ["G:maj", "C:maj", "G:maj", "D:maj"]
+    result = ch.compute(sm.clip(sm.progression(labels, SPC, SR), SR))
+    assert result["summary"]["progression"] == labels
+    assert [s["bass"] for s in result["segments"]] == ["G", "C", "G", "D"]
+
+
+def test_speech_recording_is_mostly_no_chord():
+    # the repo's own licensed two-speaker recording: voiced speech has harmonics, but they glide off
+    # the semitone grid; v2 labelled 57 % of it with chords (no_chord_fraction 0.43)
+    from pathlib import Path
+
+    from toolcache.audio import load_audio
+
+    wav = Path(__file__).resolve().parent.parent / "examples" / "audio" / "speech-two-speakers.wav"
+    result = ch.compute(load_audio(wav, SR))
+    assert result["summary"]["no_chord_fraction"] >= 0.6

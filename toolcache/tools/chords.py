@@ -6,8 +6,10 @@ Backends (plain dict registry, `available_chord_backends()`; chosen with the `ba
   harmonic/percussive separation by median filtering (dsp.hpss_masks: drums and clicks are
   removed before chroma) -> tuning-corrected chroma of 36-96 MIDI (sqrt-compressed) -> cosine
   match against 9 qualities x 12 roots (maj, min, 7, maj7, min7, dim, aug, sus2, sus4; 4-note and
-  non-triad templates pay a small prior penalty) + a no-chord state -> Viterbi smoothing with a
-  sticky transition matrix. Key: Krumhansl-Kessler profiles correlated with the clip's chroma.
+  non-triad templates pay a small prior penalty) + a no-chord state, forced where the partials are
+  off the semitone grid (speech) -> Viterbi smoothing with a sticky transition matrix. Each chord
+  segment gets its lowest strong note as "bass". Key: Krumhansl-Kessler profiles correlated with
+  the clip's chroma. Only 0-2.6 kHz is separated (the median filters are the main cost).
 - "chordino": Chordino (NNLS-chroma Vamp plugin, Mauch & Dixon 2010) through the `vamp` host (MIT)
   and the plugin binary shipped in the `chord-extractor` wheel (GPL-2.0+, Linux x86-64 only).
   Optional, not installed by default; its labels are mapped onto our vocabulary.
@@ -47,14 +49,25 @@ BETA = 20.0                  # log-likelihood = BETA * cosine similarity
 N_SCORE = 0.6                # cosine level below which no triad beats "N" (speech -> ~97 % N)
 P_STAY = 0.95                # probability of keeping the chord from one frame to the next
 MIN_SEGMENT_S = 0.25         # shorter segments are merged into their predecessor
+HPSS_MAX_HZ = 2600.0         # spectrum band (Hz) that is separated and used (chroma tops out at 2093 Hz)
+BASS_MIDI = (28.0, 60.0)     # register (E1-C4) searched for a segment's lowest note, its "bass"
+BASS_REL = 0.25              # a bass note has >= this fraction of the register's strongest note
+PROGRESSION_MIN_S = 0.5      # segments shorter than this are left out of summary["progression"]
+PROGRESSION_MAX = 32         # at most this many chords in summary["progression"]
+GRID_WINDOW_S = 2.9          # seconds over which the semitone-grid alignment is averaged
+GRID_MIN = 0.05              # below this alignment a frame has no harmony ("N"); see _grid_alignment
 
-LIMITS = ("maj/min/7/maj7/min7/dim/aug/sus2/sus4 on 12 roots; no inversions, extensions (9, 11, 13) "
-          "or 6th chords (a 6th reads as its relative minor 7th); ~0.1-0.5 s boundary resolution and "
-          "many short spurious segments on full mixes (tool-alone right on 6 of 16 real MMAU chord "
-          "questions), so durations are rough (+-0.5 s) and choices 0.01 s apart cannot be told apart; "
-          "the key is a global estimate (tonic + mode; relative major/minor are easily confused: check "
-          "its confidence and alternatives); speech reads as chords ~57 % of its time; 'N' means no "
-          "harmony found.")
+LIMITS = ("maj/min/7/maj7/min7/dim/aug/sus2/sus4 on 12 roots; no extensions (9, 11, 13) or 6th chords "
+          "(a 6th reads as its relative minor 7th: A:min7 = C6); inversions only through each segment's "
+          "'bass' (the lowest strong note E1-C4, not a bass-line transcription); ~0.1-0.5 s boundary "
+          "resolution and many short spurious segments on full mixes: read C:maj / C:maj7 / C:maj "
+          "neighbours as one chord and prefer summary.progression; durations are rough (+-0.5 s), so "
+          "choices 0.01 s apart cannot be told apart; thirds under a sung melody are often misread "
+          "(a minor chord as major): the root is the most reliable part; the key is a global estimate "
+          "(tonic + mode; relative major/minor are easily confused: check its confidence and "
+          "alternatives); 'N' means no harmony found: silence, noise, or partials off the semitone "
+          "grid (speech reads as chords ~23 % of its time, and ~12 % of music time reads N, e.g. "
+          "drum breaks, speech, strong vibrato).")
 
 
 class ChordBackendError(ToolcacheError):
@@ -121,7 +134,9 @@ def _tidy(segs: list[dict], duration: float) -> list[dict]:
 
 
 def _summary(segs: list[dict]) -> dict:
-    """Distinct chords in order of appearance, the most common by total time, change count."""
+    """The progression (chords of segments >= PROGRESSION_MIN_S in order, repeats merged, at most
+    PROGRESSION_MAX), distinct chords in order of appearance, the most common by total time, change
+    count, no-chord fraction and seconds per chord (most first)."""
     dur: Counter = Counter()
     order: list[str] = []
     for s in segs:
@@ -130,7 +145,13 @@ def _summary(segs: list[dict]) -> dict:
         dur[s["label"]] += s["end"] - s["start"]
     chords = {k: v for k, v in dur.items() if k != NO_CHORD}
     total = sum(dur.values()) or 1.0
+    progression: list[str] = []
+    for s in segs:
+        if s["label"] != NO_CHORD and s["end"] - s["start"] >= PROGRESSION_MIN_S and (
+                not progression or progression[-1] != s["label"]):
+            progression.append(s["label"])
     return {
+        "progression": progression[:PROGRESSION_MAX],
         "distinct_chords": order,
         "most_common": max(chords, key=chords.get) if chords else None,
         "n_changes": max(0, len(segs) - 1),
@@ -200,27 +221,73 @@ def _viterbi(log_emit: np.ndarray, p_stay: float) -> np.ndarray:
     return path
 
 
-def _chroma_frames(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _chroma_frames(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(chroma [12, frames] of the harmonic part, sqrt-compressed; frame times s; harmonic dB per
-    frame; spectral flatness of the harmonic part in 60-2000 Hz per frame)."""
+    frame; spectral flatness of the harmonic part in 60-2000 Hz per frame; note energy [notes,
+    frames] of the bass register, _note_energy; semitone-grid alignment per frame, _grid_alignment)."""
     from toolcache.tools import dsp
 
     S = dsp.stft_mag(y, N_FFT, HOP)
+    # Only bins up to HPSS_MAX_HZ reach the chroma (MIDI 96 = 2093 Hz) or the flatness band; the
+    # median filters are the tool's main cost, so they run on this band only (4x fewer bins).
+    top = min(S.shape[0], int(HPSS_MAX_HZ * N_FFT / sr) + 1)
+    S = S[:top]
     harm, _ = dsp.hpss_masks(S)
     H = S * harm                                   # harmonic part: drums/clicks removed
     tuning = dsp.estimate_tuning(H, sr, N_FFT)     # fraction of a semitone re A440
-    chroma = dsp.chroma_from_spectrum(np.sqrt(H), sr, N_FFT, tuning=tuning)
+    root = np.sqrt(H)
+    chroma = dsp.chroma_from_spectrum(root, sr, N_FFT, tuning=tuning)
+    bass = _note_energy(root, sr, tuning)
     power = H.astype(np.float64) ** 2
     level = 10 * np.log10(np.maximum(power.sum(axis=0), 1e-20))
     freqs = np.arange(S.shape[0]) * sr / N_FFT
     band = power[(freqs >= 60.0) & (freqs <= 2000.0)] + 1e-12
     flatness = np.exp(np.mean(np.log(band), axis=0)) / np.mean(band, axis=0)
-    return chroma, dsp.frame_times(chroma.shape[1], sr, HOP), level, flatness
+    grid = _grid_alignment(H, sr, tuning)
+    return chroma, dsp.frame_times(chroma.shape[1], sr, HOP), level, flatness, bass, grid
 
 
-def _templates_frames(y: np.ndarray, sr: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(frame labels, frame times s, frame confidence, chroma [12, frames])."""
-    chroma, times, level, flatness = _chroma_frames(y, sr)
+def _note_energy(S: np.ndarray, sr: int, tuning: float) -> np.ndarray:
+    """[notes, frames] magnitude per semitone of MIDI BASS_MIDI[0]..BASS_MIDI[1] (triangular
+    weights over +-1 semitone of each tuned note, as in dsp.chroma_from_spectrum, but not folded)."""
+    freqs = np.arange(S.shape[0]) * sr / N_FFT
+    with np.errstate(divide="ignore"):
+        midi = 69.0 + 12.0 * np.log2(np.where(freqs > 0, freqs, 1.0) / 440.0) - tuning
+    lo, hi = int(BASS_MIDI[0]), int(BASS_MIDI[1])
+    W = np.zeros((hi - lo + 1, S.shape[0]), dtype=np.float32)
+    for k, note in enumerate(range(lo, hi + 1)):
+        W[k] = np.clip(1.0 - np.abs(midi - note), 0.0, 1.0) * (freqs > 0)
+    return W @ S
+
+
+def _grid_alignment(H: np.ndarray, sr: int, tuning: float) -> np.ndarray:
+    """Per frame, how much of the harmonic part's pitched energy sits on the (tuned) semitone grid,
+    over a GRID_WINDOW_S window: the magnitude-weighted mean of cos(2 pi * deviation in semitones)
+    of the spectral peaks in 100-2000 Hz within 30 dB of the frame's strongest (peak frequency by
+    parabolic interpolation). 1 = every partial in tune, ~0 = partials anywhere (speech glides,
+    noise). Notes of an instrument sit on the grid for their whole length; speech does not
+    (measured: median 0.03 over 25 speech clips, 0.24 over 25 music clips)."""
+    from scipy.ndimage import uniform_filter1d
+
+    H = H.astype(np.float64)
+    mid = H[1:-1]
+    freqs = np.arange(1, H.shape[0] - 1) * sr / N_FFT
+    a, b, c = (np.log(np.maximum(x, 1e-12)) for x in (H[:-2], mid, H[2:]))
+    peak = (mid > H[:-2]) & (mid >= H[2:]) & ((freqs >= 100.0) & (freqs <= 2000.0))[:, None]
+    peak &= mid >= mid.max(axis=0, keepdims=True) * 10 ** (-30.0 / 20.0)
+    den = np.where(np.abs(a - 2 * b + c) > 1e-12, a - 2 * b + c, 1e-12)
+    shift = np.clip(0.5 * (a - c) / den, -0.5, 0.5)
+    f = (np.arange(1, H.shape[0] - 1)[:, None] + shift) * sr / N_FFT
+    dev = 12.0 * np.log2(np.maximum(f, 1.0) / 440.0) - tuning
+    w = np.where(peak, mid, 0.0)
+    on_grid = (w * np.cos(2 * np.pi * dev)).sum(axis=0)
+    width = max(1, round(GRID_WINDOW_S * sr / HOP))
+    return uniform_filter1d(on_grid, width) / np.maximum(uniform_filter1d(w.sum(axis=0), width), 1e-12)
+
+
+def _templates_frames(y: np.ndarray, sr: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(frame labels, frame times s, frame confidence, chroma [12, frames], bass-register note energy)."""
+    chroma, times, level, flatness, bass, grid = _chroma_frames(y, sr)
     n = chroma.shape[1]
     # frame RMS (dB re 1.0) over the same centred 2 x HOP span decides silence
     y64 = np.pad(y.astype(np.float64), HOP)
@@ -236,7 +303,8 @@ def _templates_frames(y: np.ndarray, sr: int) -> tuple[list[str], np.ndarray, np
     sim = _templates() @ unit - _penalties()[:, None]     # [108, frames] penalised cosine
     n_row = np.full((1, n), N_SCORE)
     silent = ((rms_db < SILENCE_DBFS) | (norms < 1e-9) | (level < level.max() + HARMONIC_FLOOR_DB)
-              | (flatness > NOISE_FLATNESS))                # noise-like: no harmony
+              | (flatness > NOISE_FLATNESS)                 # noise-like: no harmony
+              | (grid < GRID_MIN))                          # partials off the semitone grid: speech
     sim[:, silent] = 0.0
     n_row[:, silent] = 1.0
     emit = BETA * np.vstack([sim, n_row])
@@ -244,14 +312,14 @@ def _templates_frames(y: np.ndarray, sr: int) -> tuple[list[str], np.ndarray, np
     post = np.exp(emit - emit.max(axis=0, keepdims=True))
     post /= post.sum(axis=0, keepdims=True)                 # per-frame softmax of the emissions
     conf = post[path, np.arange(n)]
-    return [LABELS[i] for i in path], times, conf, chroma
+    return [LABELS[i] for i in path], times, conf, chroma, bass
 
 
 def _templates_backend(y: np.ndarray, sr: int) -> list[dict]:
     duration = y.size / sr
     if y.size < HOP:
         return [{"start": 0.0, "end": duration, "label": NO_CHORD}]
-    labels, times, conf, _ = _templates_frames(y, sr)
+    labels, times, conf, _, _ = _templates_frames(y, sr)
     return _segments_from_frames(labels, times, duration, conf)
 
 
@@ -357,36 +425,56 @@ def _check_backend(name: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _key(y: np.ndarray, sr: int) -> dict | None:
-    """Global key from the harmonic chroma summed over the clip (every backend reports ours)."""
-    if y.size < HOP or not np.any(y):
-        return None
-    chroma = _chroma_frames(y, sr)[0]
-    return estimate_key(chroma.sum(axis=1))
+def _add_bass(segs: list[dict], notes: np.ndarray, times: np.ndarray) -> None:
+    """Give each chord segment a "bass": the pitch class of the lowest note (E1-C4) that is a peak
+    across notes with harmonic energy over the segment >= BASS_REL of the strongest note there (an inversion shows as a
+    bass other than the root: C:maj with bass E is C/E); None when the register is empty."""
+    for s in segs:
+        s["bass"] = None
+        if s["label"] == NO_CHORD:
+            continue
+        inside = (times >= s["start"]) & (times < s["end"])
+        if not np.any(inside):
+            inside = np.argmin(np.abs(times - (s["start"] + s["end"]) / 2.0)) == np.arange(times.size)
+        total = notes[:, inside].sum(axis=1)
+        if total.max() > 1e-9:
+            # a local maximum across notes: a partial's leakage into the semitone below is no note
+            padded = np.concatenate([[0.0], total, [0.0]])
+            peak = (total > padded[:-2]) & (total >= padded[2:]) & (total >= BASS_REL * total.max())
+            low = int(np.nonzero(peak)[0][0])
+            s["bass"] = PITCH_CLASSES[(int(BASS_MIDI[0]) + low) % 12]
 
 
 def compute(clip: AudioClip, backend: str = "templates") -> dict:
-    """The `result` dict: {"segments": [{start, end, label, confidence}] (seconds), "summary": {...},
+    """The `result` dict: {"segments": [{start, end, label, confidence, bass}] (seconds), "summary": {...},
     "key": {tonic, mode, confidence, correlation, alternatives} or None}."""
     name = _check_backend(backend)
     y = np.nan_to_num(np.asarray(clip.samples, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     sr = int(clip.sample_rate)
     duration = y.size / sr if sr else 0.0
     fn = CHORD_BACKENDS[name][0]
+    key, bass, times = None, None, None
     try:
-        if name == "templates" and y.size >= HOP:   # one chroma pass serves chords and key
-            labels, times, conf, chroma = _templates_frames(y, sr)
+        if name == "templates" and y.size >= HOP:   # one chroma pass serves chords, bass and key
+            labels, times, conf, chroma, bass = _templates_frames(y, sr)
             raw = _segments_from_frames(labels, times, duration, conf)
             key = estimate_key(chroma.sum(axis=1))
         else:
             raw = fn(y, sr)
-            key = _key(y, sr)
+            if y.size >= HOP and np.any(y):         # our key and bass for every backend
+                chroma, times, _, _, bass, _ = _chroma_frames(y, sr)
+                key = estimate_key(chroma.sum(axis=1))
     except ToolcacheError:
         raise
     except Exception as exc:  # a backend bug or a broken install: never cached as a result
         raise ToolFailed(f"chords ({name}) failed on {clip.path}: {type(exc).__name__}: {exc}; "
                          "try backend='templates' or re-install the backend") from exc
     segs = _tidy(raw, duration)
+    if bass is not None:
+        _add_bass(segs, bass, times)
+    else:
+        for s in segs:
+            s["bass"] = None
     summary = _summary(segs)
     if all(s["label"] == NO_CHORD for s in segs):
         key = None                                  # no harmony, no key
@@ -400,8 +488,9 @@ def backend(params: Mapping[str, Any]) -> str:
 SPECS = [
     ToolSpec(
         name="chords",
-        description="Timed chord sequence (triads, 7ths, dim/aug/sus; 'N' = no harmony) with confidence, summary and key",
-        version="2",
+        description="Timed chord sequence (triads, 7ths, dim/aug/sus; 'N' = no harmony) with confidence, bass note, "
+                    "progression summary and key",
+        version="3",
         limits=LIMITS,
         compute=compute,
         backend=backend,

@@ -679,6 +679,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "Chink, clink": ("clinking", "glass"),
     "Glass": ("clinking", "glasses"),
     "Water tap, faucet": ("tap", "faucet", "sink", "running water"),
+    # Everyday hypernyms AudioSet's tree lacks: it files poultry under Livestock, not under Bird
+    # (so Duck/Goose/Turkey reach "bird" through Fowl), and names materials only in descriptions.
+    "Fowl": ("bird", "birds", "poultry"),
+    "Chicken, rooster": ("bird", "hen", "chickens"),
+    "Crumpling, crinkling": ("paper", "plastic", "wrapping", "foil"),
+    "Tearing": ("ripping", "paper"),
+    "Bathtub (filling or washing)": ("bath", "bathroom"),
 }
 
 YAMNET_ONLY_MARK = " *"

@@ -525,13 +525,36 @@ def _round(x: float, nd: int = 4) -> float:
 # ----------------------------------------------------------------------------------------- tools
 # Defaults chosen on the real-audio benchmark (bench/bench_tools_real.py, bundled-table ids):
 # see docs/tools-speech-sound.md for the sweep.
-EVENTS_DEFAULTS = {"top_k": 25, "threshold": 0.1}   # top_k 5: 0.292, 10: 0.326, 15: 0.354, 25: 0.368 (sweep)
+# sound_events top_k, v3 answerer: 25: 0.410, 30: 0.438, 40: 0.444, 50: 0.451, 60/80: 0.451 (no gain past 50)
+EVENTS_DEFAULTS = {"top_k": 50, "threshold": 0.1}
 DURATION_DEFAULTS = {"threshold": 0.2, "top_k": 10, "min_duration": 0.0}
 TEMPORAL_DEFAULTS = {"threshold": 0.2, "min_duration": 0.5, "top_k": 10}
 
 
+SUMMARY_MAX_CHARS = 600    # the one-line digest fits a small context window: a reasoner prompt that
+                           # cuts lists to a few items (reasoner/prompt.py) still sees ~25 labels
+
+
+def summary_line(events: list[dict], max_chars: int = SUMMARY_MAX_CHARS) -> str:
+    """'Speech .88/1.00; Music .05/.32; ...': label mean/max score, in the events' order, whole
+    labels only, at most `max_chars` characters."""
+    def num(x: float) -> str:
+        return f"{x:.2f}".lstrip("0") if x < 1 else f"{x:.2f}"
+
+    out = ""
+    for e in events:
+        item = f"{e['label']} {num(e['mean_score'])}/{num(e['max_score'])}"
+        nxt = f"{out}; {item}" if out else item
+        if len(nxt) > max_chars:
+            break
+        out = nxt
+    return out
+
+
 def sound_events(clip: AudioClip, **params) -> dict:
-    """Top-k AudioSet labels by mean score over the clip's time, each with its max score, its
+    """Top-k AudioSet labels by mean score over the clip's time, each with its max score, when
+    that max happens (`peak_s`, centre of the best window), the seconds it is >= `threshold`
+    (`active_s`: a short loud event has a low mean but a high max and a short active_s), its
     ontology ancestors and its count of distinct occurrences (score peaks above `threshold`);
     `categories` = the ontology nodes above them, scored by their best child per window."""
     p = _check_params("sound_events", params, EVENTS_DEFAULTS)
@@ -546,7 +569,10 @@ def sound_events(clip: AudioClip, **params) -> dict:
     mean = lengths @ scores / lengths.sum()             # time-weighted: the padded tail window counts less
     peak = scores.max(axis=0)
     order = np.argsort(-mean, kind="stable")[:top_k]
+    centres = bounds.mean(axis=1)                      # seconds, middle of each window's share of the clip
     events = [{"label": labels[i], "mean_score": _round(mean[i]), "max_score": _round(peak[i]),
+               "peak_s": _round(centres[int(np.argmax(scores[:, i]))], 2),
+               "active_s": _round(float(lengths[scores[:, i] >= threshold].sum()), 2),
                "count": count_peaks(scores[:, i], threshold),
                "parents": list(ontology.ancestors(labels[i]))} for i in order]
     nodes, ns = node_scores(scores)
@@ -562,7 +588,7 @@ def sound_events(clip: AudioClip, **params) -> dict:
         if len(cats) >= top_k:
             break
     return {
-        "events": events, "categories": cats,
+        "summary": summary_line(events), "events": events, "categories": cats,
         "n_windows": int(scores.shape[0]), "window_s": _round(WINDOW_S, 3), "hop_s": HOP_S,
         "duration_s": _round(duration, 3), "level_dbfs": _round(float(levels.max()), 1),
     }
@@ -660,8 +686,8 @@ _LIMITS = ("AudioSet's 521 classes only (ontology ancestors added, e.g. 'Chirp, 
 SPECS: list[ToolSpec] = [
     ToolSpec(
         name="sound_events",
-        description="Which sounds are present: top-k AudioSet labels (YAMNet) with scores, ontology parents and occurrence counts",
-        version="2", limits=_LIMITS, compute=sound_events, backend=_backend,
+        description="Which sounds are present: top-k AudioSet labels (YAMNet) with mean/max scores, peak time, active seconds, ontology parents and occurrence counts",
+        version="3", limits=_LIMITS, compute=sound_events, backend=_backend,
         default_params=dict(EVENTS_DEFAULTS),
     ),
     ToolSpec(
