@@ -174,6 +174,27 @@ def build_groups() -> dict[str, Group]:
     return {g.name: g for g in groups}
 
 
+def with_params(groups: dict[str, Group], specs: list[str]) -> dict[str, Group]:
+    """Groups whose tool calls carry the `TOOL.KEY=VALUE` overrides (values parsed as JSON when
+    they are JSON, e.g. numbers, else kept as strings)."""
+    from dataclasses import replace
+
+    over: dict[str, dict] = {}
+    for spec in specs:
+        key, eq, value = spec.partition("=")
+        tool, dot, name = key.partition(".")
+        if not (eq and dot and tool and name):
+            raise ValueError(f"--param {spec!r} is not TOOL.KEY=VALUE; write e.g. chords.backend=chordino")
+        try:
+            over.setdefault(tool, {})[name] = json.loads(value)
+        except ValueError:
+            over.setdefault(tool, {})[name] = value
+    if not over:
+        return groups
+    return {n: replace(g, tools=tuple((t, {**(p or {}), **over[t]} if t in over else p) for t, p in g.tools))
+            for n, g in groups.items()}
+
+
 def available_groups() -> list[str]:
     return list(build_groups())
 
@@ -289,7 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups", nargs="+", choices=list(groups), help="groups to run (default: all)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many rows per group")
     ap.add_argument("--json", action="store_true", help="print {summary, details} JSON instead of the table")
+    ap.add_argument("--param", action="append", default=[], metavar="TOOL.KEY=VALUE",
+                    help="override a tool parameter in every group (repeatable), e.g. chords.backend=chordino")
     args = ap.parse_args(argv)
+    try:
+        groups = with_params(groups, args.param)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not args.clips or not Path(args.clips).is_dir():
         print(f"skipped: clips folder {args.clips!r} not found; pass the folder holding the MMAU clips", file=sys.stderr)
         return 0

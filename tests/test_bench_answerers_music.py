@@ -215,3 +215,13 @@ def test_chords_real_bench_skips_and_runs_on_a_tiny_table(tmp_path):
     rows = {tuple(cell.strip() for cell in line.split("│")[1:3]): line for line in out.stdout.splitlines() if "│" in line}
     assert ("v3", "music") in rows and ("no grid gate", "speech") in rows
     assert "full-band HPSS / v3 compute time" in out.stdout
+
+
+def test_param_overrides_reach_every_group_using_that_tool():
+    groups = btr.with_params(btr.build_groups(), ["chords.backend=chordino", "sound_events.top_k=7"])
+    assert dict(groups["chords"].tools)["chords"] == {"backend": "chordino"}
+    assert dict(groups["key"].tools)["chords"] == {"backend": "chordino"}
+    assert dict(groups["key"].tools)["audio_features"] is None          # other tools untouched
+    assert dict(groups["sound_events"].tools)["sound_events"]["top_k"] == 7   # JSON values parsed
+    with pytest.raises(ValueError, match="TOOL.KEY=VALUE"):
+        btr.with_params(btr.build_groups(), ["backend=chordino"])
