@@ -13,11 +13,14 @@ one spent more CPU than the gateway; the asyncio httpx client is the fallback wi
 request carries a 10 s 16 kHz mono WAV (320 KB, base64 in the body) cut from
 examples/audio/speech-two-speakers.wav and the transcript question, which the default router sends
 to `asr`; the tool output is warmed first, and the question repeats, so the gateway's cost is a
-routing-memo hit + a cache hit + re-writing the body (distinct questions: the /v1/route table).
+routing-memo hit + a cache hit + re-writing the body. The "32 distinct" rows send a new question
+with every request (wrk appends " (variant T-N)"), so the router runs each time.
 
 Printed per router and concurrency level (1, 8, 32 clients): p50/p99 latency straight to the
 upstream and through the gateway, their difference (the added latency), the ratio, the gateway's
-req/s and CPU time per request (/proc), errors; then /v1/route requests per second for each router
+req/s and CPU time per request (/proc), errors; each figure is the median over --rounds rounds of
+(direct run, gateway run), so one round's scheduling hiccup on the shared 2 cores does not decide a
+row (every round is in the --json output); then /v1/route requests per second for each router
 (distinct questions, no memo) and the gateways' peak memory (VmHWM).
 Targets (2 cores, cached tools): added p50 <= 5 ms and p99 <= 25 ms at 32 clients; /v1/route
 >= 300 req/s (default) and >= 2000 req/s (fast).
@@ -94,6 +97,26 @@ wrk.headers["Content-Type"] = "application/json"
 local f = assert(io.open("BODYFILE", "rb"))
 wrk.body = f:read("*a")
 f:close()
+"""
+_WRK_DISTINCT = r"""
+-- every request a new question: the body's question text gets " (variant T-N)" (T: wrk thread)
+local threads = 0
+setup = function(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local f = assert(io.open("HEADFILE", "rb"))
+local head = f:read("*a")
+f:close()
+local g = assert(io.open("TAILFILE", "rb"))
+local tail = g:read("*a")
+g:close()
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"},
+                    head .. " (variant " .. tostring(tid) .. "-" .. counter .. ")" .. tail)
+end
 """
 _WRK_DONE = r"""
 done = function(summary, latency, requests)
@@ -175,10 +198,22 @@ class UpstreamProcess:
             self.proc.kill()
 
 
-def chat_run(url: str, body: dict, body_file: Path, clients: int, seconds: float, requests: int) -> dict:
-    """Closed-loop chat load: wrk when installed, else the asyncio httpx client."""
+def distinct_script(body: dict, files: Path, name: str) -> str:
+    """The wrk script sending `body` with a new question each time (split at the question text)."""
+    text = json.dumps(body)
+    at = text.index(QUESTION) + len(QUESTION)
+    (files / f"{name}.head").write_text(text[:at])
+    (files / f"{name}.tail").write_text(text[at:])
+    return _WRK_DISTINCT.replace("HEADFILE", str(files / f"{name}.head")).replace("TAILFILE", str(files / f"{name}.tail"))
+
+
+def chat_run(url: str, body: dict, body_file: Path, clients: int, seconds: float, requests: int,
+             script: str | None = None) -> dict:
+    """Closed-loop chat load: wrk when installed, else the asyncio httpx client (same question)."""
     import shutil
 
+    if script is not None and shutil.which("wrk"):
+        return run_wrk(url, script, seconds, clients)
     if shutil.which("wrk"):
         return run_wrk(url, _WRK_BODY.replace("BODYFILE", str(body_file)), seconds, clients)
     t = time.perf_counter()
@@ -191,7 +226,8 @@ def chat_run(url: str, body: dict, body_file: Path, clients: int, seconds: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=200, help="chat requests per level without wrk (httpx client)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="chat load duration per level and target with wrk")
+    ap.add_argument("--seconds", type=float, default=8.0, help="chat load duration per round, level and target (wrk)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of (direct, gateway) runs per row; medians reported")
     ap.add_argument("--upstream-ms", type=float, default=100.0,
                     help="model time of every upstream answer (a short vLLM answer on a GPU: ~50-200 ms)")
     ap.add_argument("--levels", default="1,8,32", help="concurrent clients, comma-separated")
@@ -199,6 +235,9 @@ def main() -> None:
     ap.add_argument("--route-seconds", type=float, default=10.0, help="/v1/route load duration with wrk")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+
+    import shutil
+    import statistics
 
     import httpx
 
@@ -228,24 +267,38 @@ def main() -> None:
         for name, proc in (("default", gw), ("fast", fast)):
             warm = httpx.post(proc.url + "/chat/completions", json=chat, timeout=120).json()
             actions[name] = warm["audiorouter"]["action"]
-        for level in levels:
-            for name, proc in (("default", gw), ("fast", fast)):
+        def compare(name: str, proc, level: int, label, scripts=(None, None)) -> None:
+            """`args.rounds` rounds of (direct run, then gateway run) at `level` clients; the row holds
+            each figure's median over the rounds (one noisy round cannot make or break a target)."""
+            rounds = []
+            for _ in range(args.rounds):
                 # the direct run right before each gateway run: both see the same machine load
                 d = chat_run(upstream.url + "/chat/completions", direct, files / "direct.json", level, args.seconds,
-                             args.requests)
+                             args.requests, scripts[0])
                 cpu0 = cpu_seconds(proc.proc.pid)
                 g = chat_run(proc.url + "/chat/completions", chat, files / "chat.json", level, args.seconds,
-                             args.requests)
+                             args.requests, scripts[1])
                 cpu_ms = (cpu_seconds(proc.proc.pid) - cpu0) * 1e3 / max(1, g["requests"])
-                rows.append({"router": name, "clients": level, "client": g["client"], "direct_requests": d["requests"],
-                             "requests": g["requests"], "direct_rps": d["rps"], "gateway_rps": g["rps"],
-                             "direct_p50_ms": d["p50_ms"], "direct_p99_ms": d["p99_ms"],
-                             "gateway_p50_ms": g["p50_ms"], "gateway_p99_ms": g["p99_ms"],
-                             "added_p50_ms": g["p50_ms"] - d["p50_ms"], "added_p99_ms": g["p99_ms"] - d["p99_ms"],
-                             "ratio_p50": g["p50_ms"] / d["p50_ms"], "gateway_cpu_ms": cpu_ms,
-                             "errors": d["errors"] + g["errors"]})
+                rounds.append({"direct_requests": d["requests"], "requests": g["requests"], "direct_rps": d["rps"],
+                               "gateway_rps": g["rps"], "direct_p50_ms": d["p50_ms"], "direct_p99_ms": d["p99_ms"],
+                               "gateway_p50_ms": g["p50_ms"], "gateway_p99_ms": g["p99_ms"],
+                               "added_p50_ms": g["p50_ms"] - d["p50_ms"], "added_p99_ms": g["p99_ms"] - d["p99_ms"],
+                               "ratio_p50": g["p50_ms"] / d["p50_ms"], "gateway_cpu_ms": cpu_ms,
+                               "errors": d["errors"] + g["errors"], "client": g["client"]})
+            row = {k: statistics.median(r[k] for r in rounds) for k in rounds[0] if k not in ("errors", "client")}
+            rows.append({"router": name, "clients": label, "client": rounds[0]["client"], **row,
+                         "requests": sum(r["requests"] for r in rounds), "errors": sum(r["errors"] for r in rounds),
+                         "rounds": rounds})
+
+        for level in levels:
+            for name, proc in (("default", gw), ("fast", fast)):
+                compare(name, proc, level, level)
+        # every request a new question (no decision memo): the router runs each time (wrk only)
+        if shutil.which("wrk"):
+            scripts = (distinct_script(direct, files, "direct"), distinct_script(chat, files, "chat"))
+            for name, proc in (("default", gw), ("fast", fast)):
+                compare(name, proc, levels[-1], f"{levels[-1]} distinct", scripts)
         action = ", ".join(f"{k}: {v}" for k, v in actions.items())
-        import shutil
 
         for name, proc in (("default", gw), ("fast", fast)):
             # distinct questions (no two alike): no help from any memo
