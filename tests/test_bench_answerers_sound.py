@@ -103,3 +103,10 @@ def test_summary_line_keeps_many_labels_through_the_reasoner_prompt_cut(birds):
     # the prompt cuts lists to a few items; the digest still carries the 8th label ("Chirp, tweet")
     text = compact_evidence({"result": result, "limits": sound.SPECS[0].limits})
     assert all(n in text for n in names[:12]), text
+
+
+def test_asr_realtime_bench_skips_cleanly_without_clips(tmp_path, capsys):
+    import bench_asr_realtime
+
+    assert bench_asr_realtime.main([str(tmp_path / "no-clips")]) == 0
+    assert "skipped:" in capsys.readouterr().err
