@@ -38,7 +38,6 @@ class RouteBatcher:
         self._tasks: list[asyncio.Task] = []
         self.memo_size = memo_size
         self._memo: OrderedDict[tuple, dict] = OrderedDict()
-        self.memo_hits = 0
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -60,7 +59,6 @@ class RouteBatcher:
         known = self._memo.get(key)
         if known is not None:
             self._memo.move_to_end(key)
-            self.memo_hits += 1
             return {**known, "elapsed_ms": round((time.perf_counter() - t0) * 1e3, 3), "memo": True}
         future = asyncio.get_running_loop().create_future()
         assert self._queue is not None, "RouteBatcher.start() not called"

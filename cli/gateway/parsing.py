@@ -64,9 +64,14 @@ def _fmt_from_mime(mime: str | None) -> str:
     return {"x-wav": "wav", "wave": "wav", "mpeg": "mp3", "x-flac": "flac", "mp4": "m4a", "x-m4a": "m4a"}.get(sub, sub)
 
 
-def decode_b64(data: Any, where: str) -> bytes:
+def _b64_text(data: Any, where: str) -> str:
     if not isinstance(data, str) or not data:
         raise RequestError(f"{where} has no base64 data; send the audio file's bytes base64-encoded")
+    return data
+
+
+def decode_b64(data: Any, where: str) -> bytes:
+    data = _b64_text(data, where)
     try:
         return binascii.a2b_base64(data, strict_mode=True)   # strict: refuses junk, like validate=True
     except (binascii.Error, ValueError):
@@ -84,10 +89,7 @@ def audio_of_part(part: dict) -> AudioRef | None:
         fmt = str(spec.get("format") or "wav").lower()
         if fmt not in AUDIO_FORMATS:
             raise RequestError(f"input_audio format {fmt!r} is not supported; use one of {', '.join(AUDIO_FORMATS)}")
-        data = spec.get("data")
-        if not isinstance(data, str) or not data:
-            raise RequestError("input_audio has no base64 data; send the audio file's bytes base64-encoded")
-        return AudioRef(data, fmt)
+        return AudioRef(_b64_text(spec.get("data"), "input_audio"), fmt)
     if kind == "audio_url":
         spec = part.get("audio_url")
         url = spec.get("url") if isinstance(spec, dict) else spec
@@ -96,9 +98,7 @@ def audio_of_part(part: dict) -> AudioRef | None:
         m = _DATA_URL_RE.match(url)
         if m:
             where = "audio_url data: URL"
-            if not m.group("data"):
-                raise RequestError(f"{where} has no base64 data; send the audio file's bytes base64-encoded")
-            return AudioRef(m.group("data"), _fmt_from_mime(m.group("mime")), where=where)
+            return AudioRef(_b64_text(m.group("data"), where), _fmt_from_mime(m.group("mime")), where=where)
         if url.startswith(("http://", "https://")):
             ext = url.rsplit("?", 1)[0].rsplit(".", 1)[-1].lower()
             return AudioRef(None, ext if ext in AUDIO_FORMATS else "wav", url=url)
@@ -215,12 +215,12 @@ def forwarded_body(req: ChatRequest, evidence: dict | None, audio_part: str, pla
 
 
 def _with_placeholder(part: dict, b64: str, placeholder: str) -> dict:
+    """A copy of the audio part with its base64 text (the end of a data: URL) replaced."""
     if part.get("type") == "input_audio":
         return {**part, "input_audio": {**part["input_audio"], "data": placeholder}}
-    spec = part.get("audio_url")
-    if isinstance(spec, dict):
-        return {**part, "audio_url": {**spec, "url": spec["url"][:len(spec["url"]) - len(b64)] + placeholder}}
-    return {**part, "audio_url": part["audio_url"][:len(part["audio_url"]) - len(b64)] + placeholder}
+    spec = part["audio_url"]
+    url = (spec["url"] if isinstance(spec, dict) else spec)[:-len(b64)] + placeholder
+    return {**part, "audio_url": {**spec, "url": url} if isinstance(spec, dict) else url}
 
 
 def encode_forwarded(req: ChatRequest, evidence: dict | None, audio_part: str) -> bytes:
