@@ -172,14 +172,34 @@ def trained(base, table):
     before = C.score_texts(C.build_scorer(model, tok, prompt), tok, x[:n])
     opts = C.CausalOptions(lr=5e-3, warmup_steps=1, max_steps=4, num_generations=4, prompts_per_step=2, seed=0,
                            format_sft_steps=2, threads=1)
-    steps = []
-    res = C.train_causal(x[:n], o_asr, ACTIONS, opts, on_step=lambda s, t, st: steps.append((s, t, st["phase"])),
-                         base=(copy.deepcopy(model), tok))
-    return res, before, steps, x[:n]
+    steps, events = [], []  # events: ("step", n) markers and the training flag of every dropout call
+
+    def on_dropout(module, _args):
+        if isinstance(module, torch.nn.Dropout):
+            events.append(("dropout", module.training))
+
+    def on_step(s, t, st):
+        steps.append((s, t, st["phase"]))
+        events.append(("step", s))
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(on_dropout)
+    try:
+        res = C.train_causal(x[:n], o_asr, ACTIONS, opts, on_step=on_step, base=(copy.deepcopy(model), tok))
+    finally:
+        hook.remove()
+    return res, before, steps, x[:n], events
+
+
+def test_grpo_rollouts_run_without_dropout_and_the_loss_with_it(trained):
+    events = trained[4]
+    first = events.index(("step", 1))  # after it: whole GRPO steps (the primer ran before)
+    flags = [on for kind, on in events[first:] if kind == "dropout"]
+    # every later step: generation + reference log-probs with dropout off, the loss forward with it on
+    assert flags.count(False) > 0 and flags.count(True) > 0, (flags.count(False), flags.count(True))
 
 
 def test_trl_grpo_moves_the_policy_toward_the_rewarded_action(trained):
-    res, before, steps, x = trained
+    res, before, steps, x = trained[:4]
     assert steps[0] == (1, 5, "warmup") and steps[-1] == (5, 5, "outcome")
     assert [e["phase"] for e in res.log[:2]] == ["format_sft", "format_sft"]
     names = {k for e in res.log for k in e}
@@ -195,7 +215,7 @@ def test_trl_grpo_moves_the_policy_toward_the_rewarded_action(trained):
 def test_export_routes_torch_free_and_agrees_with_torch(trained, table, tmp_path):
     from textrouter import causal_export as E
 
-    res, _, _, _ = trained
+    res = trained[0]
     x, _ = table
     out = tmp_path / "router"
     doc = E.export_causal(res.model, res.tokenizer, res.prompt, out, x[:48], {"column_mapping": MAPPING.to_dict()})
@@ -240,7 +260,7 @@ def test_cli_export_of_a_causal_checkpoint_writes_a_loadable_router(trained, tmp
 
     from cli.main import app
 
-    res, _, _, _ = trained
+    res = trained[0]
     ckpt = C.save_checkpoint(res, tmp_path / "ckpt", {"column_mapping": MAPPING.to_dict()})
     small = tmp_path / "check.jsonl"
     small.write_text("".join(line for line in open(BUNDLED_TABLE).readlines()[:24]))

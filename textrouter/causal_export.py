@@ -66,7 +66,15 @@ def _quantize(fp32: Path, int8: Path) -> None:
 
     # MatMul weights only: the (tied) embedding Gather stays fp32; per-tensor int8 weights,
     # activations quantised per call (dynamic)
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs a "consider pre-processing" warning on the root logger
+    try:
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    finally:
+        root.setLevel(level)
 
 
 def _onnx_logprobs(path: Path, batches, threads: int = 1):

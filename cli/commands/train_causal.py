@@ -46,6 +46,5 @@ def run(table_path: Path, out: Path, mapping, base: str | None = None, seed: int
         for k, v in summary.items():
             t.add_row(k, str(v))
         Console().print(t)
-        Console().print(f"next: python -c \"from textrouter.causal_export import export_checkpoint; "
-                        f"export_checkpoint('{out}')\"")
+        Console().print(f"next: audiorouter export {out}")
     return summary
