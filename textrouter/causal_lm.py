@@ -269,7 +269,6 @@ def load_base(base: str = DEFAULT_BASE):
     """(model fp32 eval, tokenizer) of a base name (BASES) or a local HF folder / .gguf file."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     path = BASES[base].locate() if base in BASES else Path(base)
@@ -494,16 +493,8 @@ def make_dataset(texts: Sequence[str], outcomes, prompt: RoutingPrompt):
 
 
 def _grpo_config(opts: CausalOptions, out_dir: str, max_steps: int, epochs: int):
-    import warnings
-
     from trl import GRPOConfig
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames gradient_checkpointing
-        return _new_grpo_config(GRPOConfig, opts, out_dir, max_steps, epochs)
-
-
-def _new_grpo_config(GRPOConfig, opts: CausalOptions, out_dir: str, max_steps: int, epochs: int):
     return GRPOConfig(
         output_dir=out_dir, learning_rate=opts.lr, beta=opts.beta, num_train_epochs=epochs,
         max_steps=max_steps, per_device_train_batch_size=opts.num_generations * opts.prompts_per_step,
@@ -593,25 +584,13 @@ def _drop_ref_adapter(model):
     return model
 
 
-def _new_trainer(cls, **kw):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # transformers 5's renamed checkpointing API
-        return cls(**kw)
-
-
 def _quiet_train(trainer) -> None:
     """trainer.train() without transformers' stdout log printer (stdout is for results; progress
-    goes through on_step) and without its deprecation warnings (TRL calls the renamed APIs)."""
-    import warnings
-
+    goes through on_step)."""
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        trainer.train()
+    trainer.train()
 
 
 def train_causal(texts: Sequence[str], outcomes, actions: Sequence[str], opts: CausalOptions | None = None,
@@ -620,6 +599,16 @@ def train_causal(texts: Sequence[str], outcomes, actions: Sequence[str], opts: C
 
     base: an already loaded (model, tokenizer) pair (tests build a tiny one); None = load opts.base.
     on_step(step, total, stats) after every optimiser step of either phase."""
+    import warnings
+
+    # peft and TRL call APIs transformers 5 renamed (gradient_checkpointing, ...): their
+    # FutureWarnings (wrapping the model, configuring, building, training) are not the user's to fix
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _train_causal(texts, outcomes, actions, opts, on_step, base)
+
+
+def _train_causal(texts, outcomes, actions, opts, on_step, base) -> CausalResult:
     import tempfile
 
     import torch
@@ -673,16 +662,15 @@ def train_causal(texts: Sequence[str], outcomes, actions: Sequence[str], opts: C
     with tempfile.TemporaryDirectory(prefix="causal-grpo-") as tmp:
         if opts.warmup_steps:
             warm = ds.shuffle(seed=opts.seed).select(range(min(len(ds), opts.warmup_steps * per_step)))
-            trainer = _new_trainer(trainer_cls, model=policy, reward_funcs=[FormatReward(actions)],
-                                   args=_grpo_config(opts, tmp, opts.warmup_steps, 1), train_dataset=warm,
-                                   processing_class=tok, callbacks=[_Progress("warmup")])
+            trainer = trainer_cls(model=policy, reward_funcs=[FormatReward(actions)],
+                                  args=_grpo_config(opts, tmp, opts.warmup_steps, 1), train_dataset=warm,
+                                  processing_class=tok, callbacks=[_Progress("warmup")])
             _quiet_train(trainer)
             log += [{"phase": "warmup", **e} for e in trainer.state.log_history]
             policy = _drop_ref_adapter(trainer.model)
-        trainer = _new_trainer(trainer_cls, model=policy,
-                               reward_funcs=[OutcomeReward(actions, opts), FormatReward(actions)],
-                               args=_grpo_config(opts, tmp, opts.max_steps or -1, opts.epochs), train_dataset=ds,
-                               processing_class=tok, callbacks=[_Progress("outcome")])
+        trainer = trainer_cls(model=policy, reward_funcs=[OutcomeReward(actions, opts), FormatReward(actions)],
+                              args=_grpo_config(opts, tmp, opts.max_steps or -1, opts.epochs), train_dataset=ds,
+                              processing_class=tok, callbacks=[_Progress("outcome")])
         _quiet_train(trainer)
         log += [{"phase": "outcome", **e} for e in trainer.state.log_history]
         policy = _drop_ref_adapter(trainer.model)
