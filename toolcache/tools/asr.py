@@ -404,6 +404,19 @@ def available_asr_backends() -> list[str]:
     return list(BACKENDS)
 
 
+def _in_time_order(items: list[dict], duration: float) -> list[dict]:
+    """Segments or words clamped into [0, duration] seconds and sorted by (start, end).
+
+    Whisper's timestamp tokens can run past the end of the clip (the last 30 s window is
+    zero-padded), and a weak or confused decoder can emit a timestamp earlier than the one before
+    it; readers of the result (the reasoner, duration/temporal questions) expect time order.
+    """
+    for item in items:
+        item["start"] = min(max(item["start"], 0.0), duration)
+        item["end"] = min(max(item["end"], item["start"]), duration)
+    return sorted(items, key=lambda item: (item["start"], item["end"]))   # stable: ties keep decode order
+
+
 # ----------------------------------------------------------------------------------------- tool
 def transcribe(clip: AudioClip, **params) -> dict:
     """The asr tool's `result`: text, language, segments (s), optional words, duration, no_speech."""
@@ -424,11 +437,7 @@ def transcribe(clip: AudioClip, **params) -> dict:
         except Exception as exc:
             raise ToolFailed(f"asr ({opts.backend}) failed: {type(exc).__name__}: {exc}; "
                              f"check the model install, or retry with backend=faster-whisper model=tiny.en") from exc
-    # Whisper's timestamp tokens can run past the end of the clip (the last 30 s window is
-    # zero-padded); clamp every start/end (seconds) into [0, duration].
-    for item in segs + words:
-        item["start"] = min(max(item["start"], 0.0), duration)
-        item["end"] = min(max(item["end"], item["start"]), duration)
+    segs, words = _in_time_order(segs, duration), _in_time_order(words, duration)
     text = " ".join(s["text"] for s in segs).strip()
     result = {"text": text, "language": language, "segments": segs, "duration_s": duration, "no_speech": not text,
               "guards": guards}
