@@ -11,7 +11,8 @@ table (499 questions):
   train time = one outer-fold fit / the head epochs; route p50 = the bundled default router, 1 thread.
 - causal-lm GRPO: textrouter.causal_lm.train_causal (SmolLM2-135M-Instruct, LoRA r16/a32/d0.05,
   lr 5e-5, beta 0.01, format warm-up, 1 epoch) on each outer training part, scored on the held-out
-  fold by the torch policy's argmax of sequence log-probs (the exported ONNX router agrees with it
+  fold by the torch policy's argmax of its action log-probs (default score "decision",
+  textrouter.causal_scorer; the exported ONNX router agrees with it
   by its export check). `--causal-folds F` runs only the first F folds of each seed and
   `--causal-max-steps N` caps the optimiser steps (training time per epoch is then extrapolated from
   the measured mean step time; the table says so). Route p50: the fold-0 model exported to ONNX

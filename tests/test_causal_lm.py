@@ -144,12 +144,14 @@ def test_prompt_is_prefix_text_suffix_token_wise(base, table):
         assert enc(prompt.wrap(t)) == enc(prompt.prefix) + raw.encode(t).ids + enc(prompt.suffix)
 
 
-def test_scorer_equals_one_pass_per_action_with_padding(base, table):
-    model, tok, prompt = base
+@pytest.mark.parametrize("score", C.available_scores())
+def test_scorer_equals_one_pass_per_action_with_padding(base, table, score):
+    model, tok, _ = base
     x, _ = table
-    scorer = C.build_scorer(model, tok, prompt)
+    prompt = C.routing_prompt(tok, ACTIONS + ["caption"])  # two tools: the trie shares `<tool_call>`
+    scorer = C.build_scorer(model, tok, prompt, score)
     got = C.score_texts(scorer, tok, x[:6], batch_size=3)  # batches of unequal lengths: right padding
-    acts = C.action_token_ids(tok, prompt)
+    acts = C.scored_token_ids(tok, prompt, score)
     want = np.zeros_like(got)
     for i, t in enumerate(x[:6]):
         p = tok(prompt.wrap(t), add_special_tokens=False)["input_ids"]
@@ -159,6 +161,30 @@ def test_scorer_equals_one_pass_per_action_with_padding(base, table):
             want[i, a] = sum(float(lp[len(p) - 1 + j, ids[j]]) for j in range(len(ids)))
     assert np.abs(got - want).max() < 1e-3
     assert got.std(axis=0).min() > 1e-4  # scores depend on the question: the comparison is not trivial
+    # the graph runs each shared token prefix once and no action's last scored token
+    n_suffix = len(tok(prompt.suffix, add_special_tokens=False)["input_ids"])
+    inner = {tuple(ids[:j]) for ids in acts for j in range(1, len(ids))}
+    assert scorer.const_ids.shape[1] == n_suffix + len(inner) < n_suffix + sum(len(ids) for ids in acts)
+
+
+def test_decision_score_stops_where_each_action_parts_from_the_others(base, table):
+    _, tok, _ = base
+    x, _ = table
+    prompt = C.routing_prompt(tok, ACTIONS + ["caption"])
+    full = C.action_token_ids(tok, prompt)
+    dec = C.scored_token_ids(tok, prompt, "decision")
+    assert C.scored_token_ids(tok, prompt, "sequence") == full
+    for a, ids in enumerate(dec):
+        others = [b for k, b in enumerate(full) if k != a]
+        assert full[a][:len(ids)] == ids and len(ids) < len(full[a])      # a proper prefix of the completion
+        assert not any(b[:len(ids)] == ids for b in others)               # which no other action starts with
+        assert any(b[:len(ids) - 1] == ids[:-1] for b in others) or len(ids) == 1  # and one token shorter is shared
+    assert len(dec[1]) > 1 and dec[1][:-1] == dec[2][:-1]  # both tools: `<tool_call>` then their own name
+    # prefix-free scored strings: the actions' probabilities are disjoint events
+    lp = C.score_texts(C.build_scorer(base[0], tok, prompt, "decision"), tok, x[:8])
+    assert (np.exp(lp).sum(1) <= 1 + 1e-6).all()
+    with pytest.raises(ValueError, match="valid: decision, sequence"):
+        C.scored_token_ids(tok, prompt, "first-token")
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +246,7 @@ def test_export_routes_torch_free_and_agrees_with_torch(trained, table, tmp_path
     out = tmp_path / "router"
     doc = E.export_causal(res.model, res.tokenizer, res.prompt, out, x[:48], {"column_mapping": MAPPING.to_dict()})
     assert doc["engine"] == "causal-lm" and doc["actions"] == ACTIONS
+    assert doc["causal_lm"]["score"] == C.DEFAULT_SCORE == "decision"
     assert doc["metrics"]["fp32_agreement"] >= 0.99
     lp = C.score_texts(C.build_scorer(res.model, res.tokenizer, res.prompt), res.tokenizer, x[:48])
     torch_actions = lp.argmax(1)
@@ -273,3 +300,16 @@ def test_cli_export_of_a_causal_checkpoint_writes_a_loadable_router(trained, tmp
 
     router = textrouter.load_router(tmp_path / "r", precision="fp32")
     assert router.engine == "causal-lm" and router.route("What is said?", ["a", "b"])["action"] in ACTIONS
+    bad = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(tmp_path / "r2"), "--score", "first-token"])
+    assert bad.exit_code != 0 and "valid: decision, sequence" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "r2").exists()  # refused before any work
+
+
+def test_gguf_load_draws_no_tqdm_bar_of_its_own(capsys):
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    before = gguf_utils.tqdm
+    with C._no_gguf_bar():
+        assert list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
+    assert gguf_utils.tqdm is before
+    assert "GGUF" not in capsys.readouterr().err  # the bar transformers would draw on stderr

