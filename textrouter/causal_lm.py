@@ -486,7 +486,9 @@ def _train_causal(texts, outcomes, actions, opts, on_step, base) -> CausalResult
     if train_base is fp32_base:
         merged = policy.merge_and_unload()
     else:  # the trained fp32 adapter merged into the fp32 base (not into the bf16 copy)
-        adapter = get_peft_model_state_dict(policy)
+        # LoRA on q/v projections only: no embedding layers to save (and no check of the base's
+        # config on the Hub, which warns offline for a GGUF base)
+        adapter = get_peft_model_state_dict(policy, save_embedding_layers=False)
         del policy, trainer, train_base
         final = get_peft_model(fp32_base, lora)
         set_peft_model_state_dict(final, adapter)
