@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from bench_routing import SETS
+    from bench_routing import SETS, parse_sets
     from textrouter.encoders import get_encoder
     from textrouter.evaluate import kfold_indices
     from textrouter.grpo import TrainOptions, head_probs
@@ -58,10 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    sets = [s.strip() for s in args.sets.split(",")]
-    bad = [s for s in sets if s not in SETS]
-    if bad:
-        ap.error(f"unknown set(s) {bad}; valid: {', '.join(SETS)}")
+    sets = parse_sets(ap, args.sets)
     seeds = [int(s) for s in args.seeds.split(",")]
     table = load_table(BUNDLED_TABLE)
     x = get_encoder("minilm").features(texts(table), 128)

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_routing import SETS, results_table  # noqa: E402  (same action sets A, B, C as the routing bench)
+from bench_routing import SETS, parse_sets, results_table  # noqa: E402  (same action sets A, B, C as the routing bench)
 
 TOOL = "audio_embedding"
 BLOCKS = ("scalars", "pca16", "mean")
@@ -199,10 +199,7 @@ def main(argv=None) -> int:
     if not console.is_terminal:
         console = Console(width=120)           # piped or logged: keep the table on one line per row
     seeds = [int(s) for s in args.seeds.split(",")]
-    sets = [s.strip() for s in args.sets.split(",")]
-    bad = [s for s in sets if s not in SETS]
-    if bad:
-        ap.error(f"unknown set(s) {bad}; valid: {', '.join(SETS)}")
+    sets = parse_sets(ap, args.sets)
     if not args.clips_dir.is_dir():
         err.print(f"skipped: clips folder {args.clips_dir} not found (give the folder holding the table's <id>.wav clips)")
         return 0

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_routing import ROUTER, SETS  # noqa: E402
+from bench_routing import ROUTER, SETS, parse_sets  # noqa: E402
 
 
 def route_p50(router, rows, n: int = 30) -> float:
@@ -141,10 +141,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training (2 cores here)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    sets = [s.strip() for s in args.sets.split(",")]
-    bad = [s for s in sets if s not in SETS]
-    if bad:
-        ap.error(f"unknown set(s) {bad}; valid: {', '.join(SETS)}")
+    sets = parse_sets(ap, args.sets)
     seeds = [int(s) for s in args.seeds.split(",")]
     table = load_table(BUNDLED_TABLE)
     tx = texts(table)

@@ -38,6 +38,15 @@ SETS["pair"] = ("qwen2_audio_direct", {"asr": "whisper_asr_then_gpt4o"})
 ROUTER = "default train (selected, nested)"
 
 
+def parse_sets(ap, text: str) -> list[str]:
+    """`--sets A,B,C` -> ["A", "B", "C"]; an unknown name exits through ap.error naming the valid ones."""
+    sets = [s.strip() for s in text.split(",")]
+    bad = [s for s in sets if s not in SETS]
+    if bad:
+        ap.error(f"unknown set(s) {bad}; valid: {', '.join(SETS)}")
+    return sets
+
+
 def run_set(x, o, actions, candidates, base, seeds, k, costs=None, max_tool_rate=1.0, progress=None):
     from textrouter import baselines as B
     from textrouter.evaluate import kfold_indices
@@ -112,10 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    sets = [s.strip() for s in args.sets.split(",")]
-    bad = [s for s in sets if s not in SETS]
-    if bad:
-        ap.error(f"unknown set(s) {bad}; valid: {', '.join(SETS)}")
+    sets = parse_sets(ap, args.sets)
     table = load_table(BUNDLED_TABLE)
     t0 = time.perf_counter()
     x = get_encoder(args.encoder).features(texts(table), 128)  # cached on disk after the first run
