@@ -105,8 +105,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the bench to measure", file=sys.stderr)
-        sys.exit(130)
+    from benchmain import run
+
+    run(main, "rerun the bench to measure")

@@ -107,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the bench (nothing is cached)", file=sys.stderr)
-        sys.exit(130)
+    from benchmain import run
+
+    run(main, "rerun the bench (nothing is cached)")

@@ -343,8 +343,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun: finished tool outputs are cached", file=sys.stderr)
-        sys.exit(130)
+    from benchmain import run
+
+    run(main, "rerun: finished tool outputs are cached")
