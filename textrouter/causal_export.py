@@ -1,6 +1,6 @@
 """Export a causal-lm router (textrouter.causal_lm) to a router folder that routes torch-free.
 
-The ONNX graph is `causal_lm.ActionScorer` traced: it takes the router text's token ids with the
+The ONNX graph is `causal_scorer.ActionScorer` traced: it takes the router text's token ids with the
 runtime's usual signature (input_ids, attention_mask int64 [batch, seq], right-padded) and returns
 `logits` float32 [batch, actions] = each action's log-probability under the export's `score`
 (textrouter.causal_scorer.SCORES; default "decision": the completion's tokens up to where it
