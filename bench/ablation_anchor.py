@@ -45,12 +45,12 @@ def main(argv=None) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from bench_routing import SETS, parse_sets
+    from bench_routing import parse_sets, set_outcomes
     from textrouter.encoders import get_encoder
     from textrouter.evaluate import kfold_indices
     from textrouter.grpo import TrainOptions, head_probs
     from textrouter.selection import fit_ensemble, get_candidates, oof_probs, select
-    from textrouter.table import BUNDLED_TABLE, ActionMapping, load_table, outcome_matrix, texts
+    from textrouter.table import BUNDLED_TABLE, load_table, texts
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="A,B,C")
@@ -67,9 +67,7 @@ def main(argv=None) -> int:
     doc: dict = {}
     with Progress(console=Console(stderr=True), transient=True) as bar:
         for s in sets:
-            direct, tools = SETS[s]
-            mapping = ActionMapping(direct, tools)
-            o = outcome_matrix(table, mapping)
+            mapping, o = set_outcomes(table, s)
             job = bar.add_task(f"set {s}", total=len(seeds) * args.k)
             res: dict[str, list[float]] = {"default": [], "anchor": [], "best_single": [], "leaves_anchor": []}
             for seed in seeds:

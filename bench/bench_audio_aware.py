@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_routing import SETS, parse_sets, results_table  # noqa: E402  (same action sets A, B, C as the routing bench)
+from bench_routing import parse_sets, results_table, set_outcomes  # noqa: E402  (same action sets A, B, C as the routing bench)
 
 TOOL = "audio_embedding"
 BLOCKS = ("scalars", "pca16", "mean")
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     from textrouter.encoders import get_encoder
     from textrouter.grpo import TrainOptions
     from textrouter.selection import get_candidates
-    from textrouter.table import BUNDLED_TABLE, ActionMapping, load_table, outcome_matrix, texts
+    from textrouter.table import BUNDLED_TABLE, load_table, texts
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("clips_dir", type=Path, help="folder with the bundled table's clips (<id>.wav)")
@@ -237,9 +237,7 @@ def main(argv=None) -> int:
     summaries = {}
     with Progress(console=err, transient=True) as bar:
         for s in sets:
-            direct, tools = SETS[s]
-            mapping = ActionMapping(direct, tools)
-            o = outcome_matrix(sub, mapping)
+            mapping, o = set_outcomes(sub, s)
             job = bar.add_task(f"set {s}", total=n_fits)
             t1 = time.perf_counter()
             summary, picks = run_set(xt, raw, o, mapping.actions, candidates, base, seeds, args.k, scale,

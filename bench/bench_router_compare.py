@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_routing import ROUTER, SETS, parse_sets  # noqa: E402
+from bench_routing import ROUTER, parse_sets, set_outcomes  # noqa: E402
 
 
 def route_p50(router, rows, n: int = 30) -> float:
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     from textrouter import causal_lm as C
-    from textrouter.table import BUNDLED_TABLE, ActionMapping, load_table, outcome_matrix, texts
+    from textrouter.table import BUNDLED_TABLE, load_table, texts
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("clips", nargs="?", type=Path, help="MMAU clips folder for the audio-aware row (optional)")
@@ -155,9 +155,7 @@ def main(argv=None) -> int:
 
         head_p50 = route_p50(textrouter.load_router("default", threads=1), table.rows)
         for s in sets:
-            direct, tools = SETS[s]
-            mapping = ActionMapping(direct, tools)
-            o = outcome_matrix(table, mapping)
+            mapping, o = set_outcomes(table, s)
             summary, head_epoch_s = head_rows(x, o, mapping.actions, seeds, args.k, bar)
             entry = {"head": {**summary[ROUTER], "epoch_s": head_epoch_s, "route_p50_ms": head_p50},
                      "always_direct": summary["always direct"], "oracle": summary["oracle"]}

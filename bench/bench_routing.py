@@ -38,6 +38,15 @@ SETS["pair"] = ("qwen2_audio_direct", {"asr": "whisper_asr_then_gpt4o"})
 ROUTER = "default train (selected, nested)"
 
 
+def set_outcomes(table, name: str):
+    """(ActionMapping, outcome matrix [N, A] int8) of action set `name` on an outcome table."""
+    from textrouter.table import ActionMapping, outcome_matrix
+
+    direct, tools = SETS[name]
+    mapping = ActionMapping(direct, tools)
+    return mapping, outcome_matrix(table, mapping)
+
+
 def parse_sets(ap, text: str) -> list[str]:
     """`--sets A,B,C` -> ["A", "B", "C"]; an unknown name exits through ap.error naming the valid ones."""
     sets = [s.strip() for s in text.split(",")]
@@ -110,7 +119,7 @@ def main(argv=None) -> int:
     from textrouter.encoders import available_encoders, get_encoder
     from textrouter.grpo import TrainOptions
     from textrouter.selection import available_candidate_sets, get_candidates
-    from textrouter.table import BUNDLED_TABLE, ActionMapping, load_table, outcome_matrix, texts
+    from textrouter.table import BUNDLED_TABLE, load_table, texts
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="A,B,C")
@@ -134,9 +143,7 @@ def main(argv=None) -> int:
     summaries = {}
     with Progress(console=Console(stderr=True), transient=True) as bar:
         for s in sets:
-            direct, tools = SETS[s]
-            mapping = ActionMapping(direct, tools)
-            o = outcome_matrix(table, mapping)
+            mapping, o = set_outcomes(table, s)
             job = bar.add_task(f"set {s}", total=len(seeds) * args.k)
             t1 = time.perf_counter()
             summary, picks = run_set(x, o, mapping.actions, candidates, base, seeds, args.k,
