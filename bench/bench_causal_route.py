@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     import textrouter
     from textrouter import causal_lm as C
     from textrouter.causal_export import export_causal
+    from textrouter.causal_scorer import action_trie, scored_token_ids
     from textrouter.table import BUNDLED_TABLE, load_table, texts
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -58,16 +59,17 @@ def main(argv=None) -> int:
         else:
             model, tok = C.load_base(args.base)
             prompt = C.routing_prompt(tok, ["direct", *[a for a in args.actions.split(",") if a]])
-    n_suffix = len(tok(prompt.suffix, add_special_tokens=False)["input_ids"])
+    suffix = tok(prompt.suffix, add_special_tokens=False)["input_ids"]
+    n_suffix = len(suffix)
     res: dict = {}
     with tempfile.TemporaryDirectory(prefix="causal-route-") as tmp, Progress(console=err, transient=True) as bar:
         routers = {}
         job = bar.add_task("export", total=len(C.available_scores()))
         for score in C.available_scores():
             doc = export_causal(model, tok, prompt, Path(tmp) / score, tx, {"base": args.base}, score=score)
-            trie = C.build_scorer(model, tok, prompt, score)
-            res[score] = {"graph_tokens": int(trie.const_ids.shape[1]), "suffix_tokens": n_suffix,
-                          "scored_tokens": int(trie.tgt.shape[0]), "metrics": doc["metrics"]}
+            trie = action_trie(suffix, scored_token_ids(tok, prompt, score))  # the graph's constants
+            res[score] = {"graph_tokens": len(trie["const"]), "suffix_tokens": n_suffix,
+                          "scored_tokens": len(trie["tgt"]), "metrics": doc["metrics"]}
             for prec in ("fp32", "int8"):
                 if f"model.{'int8.' if prec == 'int8' else ''}onnx" in doc["files"]:
                     routers[(score, prec)] = textrouter.load_router(Path(tmp) / score, precision=prec, threads=1)
