@@ -214,6 +214,10 @@ def test_cli_export_bad_checkpoint_is_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "cli.main", "export", str(tmp_path / "empty")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "not a router checkpoint" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "cli.main", "export", str(tmp_path / "empty"), "--score", "sequence"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "causal-lm checkpoints only" in res.stderr and "drop --score" in res.stderr
 
 
 @pytest.mark.slow

@@ -62,8 +62,10 @@ def export(
             out_dir, doc = _export_causal(ckpt, out, check_table, int8, score)
         else:
             if score is not None:
-                raise ValueError(f"--score applies to causal-lm checkpoints only and {ckpt} is a classifier-head "
-                                 "checkpoint; drop --score")
+                from textrouter.causal_lm import CHECKPOINT_META
+
+                raise ValueError(f"--score applies to causal-lm checkpoints only and {ckpt} is not one (no "
+                                 f"{CHECKPOINT_META}); drop --score")
             out_dir, doc = _run_with_progress(ckpt, out, options, export_checkpoint)
         tools = tool_status(doc)
         hint = next_command(out_dir, doc, tools)
