@@ -365,8 +365,10 @@ def test_compact_brings_the_file_within_1_3x_of_the_limit(tmp_path):
     _fill(big, 1200)
     limit = big.total_size() // 3
     before = big.file_bytes()
+    # `big` wrote ~3.6 MB: its background PASSIVE checkpoint may still run while compact truncates
+    # the WAL (CI once measured the file bigger after compact); compact retries until it is done
     res = Cache(path, max_bytes=limit).compact()
-    assert res["file_bytes_before"] == before and res["removed"] > 600
+    assert res["file_bytes_before"] == before and res["removed"] > 600 and res["wal_truncated"]
     assert res["file_bytes_after"] <= 1.3 * limit, res
     assert res["counted_bytes"] <= limit
     # The limit counts what the disk holds: with no free pages the file is close to the count.
@@ -510,3 +512,35 @@ def test_cli_compact_and_stats(monkeypatch, cache_dir):
     stats = runner.invoke(app, ["cache", "stats"])
     assert stats.exit_code == 0 and "free pages" in stats.stdout
     _counters_match_rows(cache_dir / "cache.sqlite")
+
+
+def test_compact_truncates_the_wal_while_another_connection_checkpoints(tmp_path):
+    """A TRUNCATE checkpoint returns busy at once while another connection checkpoints (a put's
+    background PASSIVE one after heavy writes): compact retries, so the vacuumed file shrinks."""
+    import threading
+
+    path = tmp_path / "c.sqlite"
+    big = Cache(path, max_bytes=10**12)
+    _fill(big, 1200)
+    small = Cache(path, max_bytes=big.total_size() // 3)
+    truncate = small._truncate_wal
+    raced = []
+
+    def racing(c):  # a real checkpoint on a second connection, started just before compact's
+        def passive():
+            con = sqlite3.connect(path, isolation_level=None)
+            raced.append(con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            con.close()
+
+        t = threading.Thread(target=passive)
+        t.start()
+        time.sleep(0.0005)
+        try:
+            return truncate(c)
+        finally:
+            t.join()
+
+    small._truncate_wal = racing
+    res = small.compact()
+    assert raced and res["wal_truncated"], res  # measured without the retry: False in 5 of 5 runs
+    assert res["file_bytes_after"] <= 1.3 * small.max_bytes, res

@@ -25,6 +25,8 @@ EVICT_PAUSE_S = 0.020                # pause between batches of evict()/compact(
                                      # SQLite's busy handler, so a waiting writer gets the lock in between
 EVICT_HEADROOM = 0.01                # evict to 1% below the limit, so the next puts do not evict at all
 VACUUM_STEP_PAGES = 256              # pages handed back to the disk per compact() step (1 MB at 4 KB pages)
+TRUNCATE_TRIES = 40                  # compact()'s final WAL truncation: tries 50 ms apart (2 s) while another
+TRUNCATE_RETRY_S = 0.05              # connection's checkpoint (e.g. a put's background PASSIVE one) holds the lock
 
 
 class CacheMaintenance:
@@ -119,7 +121,7 @@ class CacheMaintenance:
 
         A file made before incremental vacuum (schema 1, or an old auto_vacuum=NONE file) is
         rewritten once with VACUUM (that one step holds the lock for its whole duration).
-        Returns {removed, file_bytes_before, file_bytes_after, vacuum, elapsed_s}.
+        Returns {removed, file_bytes_before, file_bytes_after, vacuum, wal_truncated, elapsed_s}.
         """
         t0 = time.perf_counter()
         before = self.file_bytes()
@@ -142,12 +144,29 @@ class CacheMaintenance:
                             c.execute("ROLLBACK")
                         raise
                     time.sleep(pause_s / 5)
-            c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            truncated = self._truncate_wal(c)
         except sqlite3.DatabaseError as exc:
             raise self._error("write", exc) from None
         return {"path": str(self.path), "removed": ev["removed"], "file_bytes_before": before,
                 "file_bytes_after": self.file_bytes(), "counted_bytes": self.total_size(),
-                "max_bytes": self.max_bytes, "vacuum": how, "elapsed_s": round(time.perf_counter() - t0, 3)}
+                "max_bytes": self.max_bytes, "vacuum": how, "wal_truncated": truncated,
+                "elapsed_s": round(time.perf_counter() - t0, 3)}
+
+    @staticmethod
+    def _truncate_wal(c: sqlite3.Connection) -> bool:
+        """Copy the WAL into the database and truncate it to 0 bytes; True when done.
+
+        A TRUNCATE checkpoint waits for readers and writers (busy handler) but returns busy at once
+        when another connection is checkpointing (a put's background PASSIVE checkpoint right after
+        heavy writes): then the vacuumed pages would stay in the WAL and the file look bigger than
+        before. Retried TRUNCATE_TRIES times; False = the WAL is still there (the next checkpoint
+        shrinks it)."""
+        for _ in range(TRUNCATE_TRIES):
+            busy = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if not busy:
+                return True
+            time.sleep(TRUNCATE_RETRY_S)
+        return False
 
     def file_bytes(self) -> int:
         """Bytes on disk: the database file plus its WAL."""

@@ -111,6 +111,9 @@ def compact(as_json: bool = typer.Option(False, "--json", help="Print one JSON d
         print(f"compacted {r['path']}: removed {r['removed']} entries, file {_mb(r['file_bytes_before'])} -> "
               f"{_mb(r['file_bytes_after'])} (entries {_mb(r['counted_bytes'])}, limit {_mb(r['max_bytes'])}; "
               f"{r['vacuum']} vacuum, {r['elapsed_s']:.1f} s)")
+        if not r["wal_truncated"]:
+            print("note: another process kept checkpointing the write-ahead log, so the file has not shrunk "
+                  "yet; run `audiorouter cache compact` again when it is idle")
 
 
 @cache_app.command("warm")
