@@ -86,14 +86,11 @@ def _export_causal(ckpt: Path, out: Optional[Path], check_table: Optional[Path],
     from rich.console import Console
 
     from textrouter.causal_export import export_checkpoint as export_causal
-    from textrouter.causal_scorer import check_score
-
-    score = check_score(score or DEFAULT_SCORE)  # before the spinner: a typo fails at once
 
     console = Console(stderr=True)
     with console.status("exporting the causal-lm router") as status:
         doc = export_causal(ckpt, out, check_table=str(check_table) if check_table else None, int8=int8,
-                            say=lambda text: status.update(str(text)), score=score)
+                            say=lambda text: status.update(str(text)), score=score or DEFAULT_SCORE)
     return (out if out is not None else ckpt / "router"), doc
 
 
