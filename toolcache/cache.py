@@ -83,6 +83,7 @@ CHECKPOINT_BG_BYTES = 2_000_000      # after ~2 MB written, a background thread 
                                      # own auto-checkpoint (1000 pages = 4 MB) stays as the safety net
 TOUCH_RESOLUTION_S = 60.0            # a hit rewrites last_used only if it is older than this
 MEMO_RACY_S = 2.0                    # trust a hash memo only for files unmodified this long before hashing
+OPEN_RETRY_S = 0.02                  # s between tries of the connection setup while it reports busy (see _open)
 
 
 def default_cache_dir() -> Path:
@@ -296,6 +297,21 @@ class Cache(CacheMaintenance):
                     f"set ${CACHE_DIR_ENV} to a writable folder"
                 )
             return self._open_read_only()
+        # Two processes creating the same new file: `PRAGMA journal_mode=WAL` upgrades a read lock to a
+        # write lock in rollback mode, and SQLite answers busy at once (no busy-handler wait: waiting
+        # could deadlock). The other process finishes the conversion in milliseconds, so try again,
+        # within the same budget a locked write gets.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return self._open_writable()
+            except _SetupBusy as busy:
+                if time.monotonic() >= deadline:
+                    raise self._error("open", busy.exc) from None
+                time.sleep(OPEN_RETRY_S)
+
+    def _open_writable(self) -> _Conn:
+        c = None
         try:
             # isolation_level=None: autocommit; transactions are explicit BEGIN IMMEDIATE ... COMMIT.
             c = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
@@ -310,12 +326,16 @@ class Cache(CacheMaintenance):
             c.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_B}")
             legacy = self._prepare(c)
         except sqlite3.DatabaseError as exc:
-            try:
-                c.close()
-            except Exception:
-                pass
-            if error_kind(exc) in ("read-only", "cantopen"):
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:
+                    pass
+            kind = error_kind(exc)
+            if kind in ("read-only", "cantopen"):
                 return self._open_read_only()
+            if kind == "busy":
+                raise _SetupBusy(exc) from None
             raise self._error("open", exc) from None
         return _Conn(c, _PID[0], self._file_ident(), False, legacy)
 
@@ -602,6 +622,14 @@ class Cache(CacheMaintenance):
         if len(self._memo) >= 100_000:  # bounded: ~200 B per file
             self._memo.clear()
         self._memo[path] = (sig, digest)
+
+class _SetupBusy(Exception):
+    """The connection setup was refused as busy (retried by Cache._open until the busy timeout)."""
+
+    def __init__(self, exc: sqlite3.DatabaseError):
+        super().__init__(str(exc))
+        self.exc = exc
+
 
 class _FileReplaced(Exception):
     """The cache path no longer names the file this connection writes to (deleted or replaced)."""
