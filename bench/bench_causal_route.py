@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default=C.DEFAULT_BASE, help="base LM when no --checkpoint")
     ap.add_argument("--actions", default="asr,caption", help="tools after direct (no --checkpoint)")
     ap.add_argument("--questions", type=int, default=50)
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the decision graph's weight MatMuls alone at the median question (bench/matmul_floor.py)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     table = load_table(BUNDLED_TABLE)
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
                 if i >= 3:
                     ms[key].append(t)
             bar.advance(job)
+        floor = _floor(Path(tmp) / "decision", res.get("decision"), tok, tx, bar) if args.floor else None
     for (score, prec), v in ms.items():
         res[score][prec] = {"p50_ms": float(statistics.median(v)), "p90_ms": float(np.percentile(v, 90))}
     ref = res.get("sequence", {})
@@ -89,8 +92,14 @@ def main(argv=None) -> int:
         for prec in ("fp32", "int8"):
             if prec in res[score] and prec in ref:
                 res[score][prec]["ratio_to_sequence"] = res[score][prec]["p50_ms"] / ref[prec]["p50_ms"]
+    if floor is not None:
+        for prec, r in floor["rows"].items():
+            full = res["decision"].get(prec.split(" ")[0], {}).get("p50_ms")
+            r["route_p50_ms"] = full
+            r["floor_share_of_route"] = None if not full else r["p50_ms"] / full
     if args.json:
-        print(json.dumps({"questions": len(rows), "actions": list(prompt.actions), "scores": res}, indent=2))
+        print(json.dumps({"questions": len(rows), "actions": list(prompt.actions), "scores": res,
+                          **({"floor": floor} if floor else {})}, indent=2))
         return 0
     out = Table(title=f"causal-lm route, 1 thread, {len(rows)} bundled questions, actions {', '.join(prompt.actions)}")
     for col in ("score", "graph tokens (suffix + trie)", "precision", "p50 ms", "p90 ms", "p50 / sequence",
@@ -107,7 +116,42 @@ def main(argv=None) -> int:
             out.add_row(score, tokens, prec, f"{r[prec]['p50_ms']:.1f}", f"{r[prec]['p90_ms']:.1f}",
                         "-" if ratio is None else f"{ratio:.2f}", f"{agree:.1%}")
     Console().print(out)
+    if floor is not None:
+        ft = Table(title=f"decision graph, weight MatMuls alone, 1 thread: median question {floor['text_tokens']} "
+                         f"tokens = {floor['rows_run']} rows run ({floor['head_rows']} through the LM head), "
+                         f"{floor['matmuls']} products")
+        for col in ("MatMuls", "p50 ms", "whole route p50 ms", "floor / route"):
+            ft.add_column(col, justify="left" if col == "MatMuls" else "right")
+        for name, r in floor["rows"].items():
+            share = r.get("floor_share_of_route")
+            ft.add_row(name, f"{r['p50_ms']:.1f}", "-" if r.get("route_p50_ms") is None else f"{r['route_p50_ms']:.1f}",
+                       "-" if share is None else f"{share:.2f}")
+        Console().print(ft)
     return 0
+
+
+def _floor(folder: Path, decision: dict | None, tok, tx, bar) -> dict:
+    """Time the decision router's weight MatMuls alone (fp32, int8, int8 with shared-input products
+    fused) at the rows the median bundled question runs: 1 head token + its text + the graph tokens."""
+    from matmul_floor import floor_ms, floor_model, weight_matmuls
+
+    from textrouter.causal_scorer import encode_router_texts
+
+    _, mask = encode_router_texts(tok, list(tx), 128)
+    text_tokens = int(np.median(mask.sum(1)))
+    rows_run = 1 + text_tokens + decision["graph_tokens"]
+    head_rows = decision["scored_tokens"]
+    mms = weight_matmuls(folder / "model.onnx")
+    vocab = max(m.n for m in mms)  # the LM head: the widest product (vocabulary columns)
+    out = {"text_tokens": text_tokens, "rows_run": rows_run, "head_rows": head_rows, "matmuls": len(mms), "rows": {}}
+    kinds = {"fp32": (False, False), "int8": (False, True), "int8, shared inputs fused": (True, True)}
+    job = bar.add_task("weight-MatMul floor", total=len(kinds))
+    for name, (fused, int8) in kinds.items():
+        path = floor_model(mms, folder / f"floor-{'fused' if fused else 'plain'}-{'int8' if int8 else 'fp32'}.onnx",
+                           fused=fused, int8=int8, big_n=vocab)
+        out["rows"][name] = {"p50_ms": floor_ms(path, rows_run, head_rows)}
+        bar.advance(job)
+    return out
 
 
 if __name__ == "__main__":
