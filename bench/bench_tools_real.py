@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print {summary, details} JSON instead of the table")
     ap.add_argument("--param", action="append", default=[], metavar="TOOL.KEY=VALUE",
                     help="override a tool parameter in every group (repeatable), e.g. chords.backend=chordino")
+    ap.add_argument("--tempo-spread", action="store_true",
+                    help="also read audio_features on every music clip of the table: median tempo and the share "
+                         "in 110-150 BPM (an estimator pulled toward 120 piles up there)")
     args = ap.parse_args(argv)
     try:
         groups = with_params(groups, args.param)
@@ -335,11 +338,40 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     with Progress(console=err, transient=True) as progress:
         summary, details = evaluate(Path(args.clips), by_group, groups, args.limit, progress)
+        spread = tempo_spread(Path(args.clips), rows, progress) if args.tempo_spread else None
     if args.json:
-        print(json.dumps({"table": str(args.table), "summary": summary, "details": details}, indent=1))
+        print(json.dumps({"table": str(args.table), "summary": summary, "details": details,
+                          **({"tempo_spread": spread} if spread else {})}, indent=1))
     else:
         print_table(summary, Console(width=200) if not sys.stdout.isatty() else Console())
+        if spread:
+            print(f"tempo over {spread['clips']} music clips ({spread['with_tempo']} with a tempo, audio_features "
+                  f"v{spread['version']}): median {spread['median_bpm']:.1f} BPM, {spread['share_110_150']:.0%} "
+                  f"in 110-150 BPM")
     return 0
+
+
+def tempo_spread(clips: Path, rows: list[dict], progress) -> dict:
+    """audio_features' tempo over the table's music clips present in `clips` (through the cache)."""
+    import statistics
+
+    import toolcache
+    from toolcache.registry import get_tool
+
+    paths = sorted({clips / r["audio"] for r in rows if r.get("task") == "music" and (clips / r["audio"]).is_file()})
+    job = progress.add_task("audio_features on music clips", total=len(paths))
+    bpms = []
+    for p in paths:
+        try:
+            bpm = toolcache.run("audio_features", p)["result"]["tempo_bpm"]
+        except toolcache.ToolcacheError:
+            bpm = None  # an undecodable clip: counted in clips, not in with_tempo
+        if bpm:
+            bpms.append(bpm)
+        progress.advance(job)
+    return {"clips": len(paths), "with_tempo": len(bpms), "version": get_tool("audio_features").version,
+            "median_bpm": statistics.median(bpms) if bpms else float("nan"),
+            "share_110_150": sum(110 <= b <= 150 for b in bpms) / len(bpms) if bpms else 0.0}
 
 
 if __name__ == "__main__":

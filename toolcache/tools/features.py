@@ -42,10 +42,9 @@ PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"
 
 LIMITS = ("Tempo: best candidate plus up to 2 others with salience; the metrical level (x2, x0.5) is "
           "often ambiguous (check tempo_candidates and tempo_octave_ambiguous: on 3 real MMAU BPM "
-          "questions 1 read within 8 %, 2 octave-tolerant, the labelled tempo was among the "
-          "candidates on 2; on synthetic drum loops at 50-200 BPM 5 of 36 read within 8 %, most others "
-          "an octave off, so weigh the other candidates); unreliable below ~5 s or without clear "
-          "beats; per-section tempo only "
+          "questions 2 read within 8 %, 2 octave-tolerant; on synthetic drum loops at 50-200 BPM 6 of "
+          "36 read within 8 %, 28 an octave off (x2 or x0.5), so weigh the other candidates); "
+          "unreliable below ~5 s or without clear beats; per-section tempo only "
           "when it changes by > 8 % over 10-s windows; no meter or key (key: see the chords tool); "
           "pitch is the dominant monophonic f0 in 50-2000 Hz (polyphony gives one note or none); "
           "loudness is RMS dBFS, not perceptual LUFS.")
@@ -64,13 +63,14 @@ def _finite(x: Any, ndigits: int = 2) -> float | None:
     return round(x, ndigits) if math.isfinite(x) else None
 
 
-def _tempo(y: np.ndarray, sr: int) -> dict:
+def _tempo(y: np.ndarray, sr: int, salience: str | None = None) -> dict:
+    """The tempo fields of the result; `salience`: tempo.SALIENCES name (None: the default)."""
     from toolcache.tools import dsp, tempo as tempo_mod
 
     duration = y.size / sr
     fps = sr / HOP                                    # onset-envelope frames per second (43.07)
     onset_env = dsp.onset_envelope(y, sr, hop=HOP)    # mean positive log-mel flux, dB per frame
-    est = tempo_mod.estimate(onset_env, fps)
+    est = tempo_mod.estimate(onset_env, fps, salience or tempo_mod.DEFAULT_SALIENCE)
     bpm = est["bpm"]
     beat_frames = np.round(est["beats"]).astype(int)
     beat_frames = beat_frames[(beat_frames >= 0) & (beat_frames < onset_env.size)]
@@ -228,7 +228,7 @@ SPECS = [
     ToolSpec(
         name="audio_features",
         description="Tempo (BPM) with candidates and per-section changes, median pitch (Hz), spectral centroid, loudness (dBFS)",
-        version="2",
+        version="3",  # 3: tempo salience acf-dft (octave choice); 2: numpy DSP instead of librosa
         limits=LIMITS,
         compute=compute,
         backend=backend,
