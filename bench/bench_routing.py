@@ -56,7 +56,8 @@ def parse_sets(ap, text: str) -> list[str]:
     return sets
 
 
-def run_set(x, o, actions, candidates, base, seeds, k, costs=None, max_tool_rate=1.0, progress=None):
+def run_set(x, o, actions, candidates, base, seeds, k, costs=None, max_tool_rate=1.0, progress=None,
+            cats=None, n_cats=None):
     from textrouter import baselines as B
     from textrouter.evaluate import kfold_indices
     from textrouter.grpo import head_probs
@@ -71,8 +72,10 @@ def run_set(x, o, actions, candidates, base, seeds, k, costs=None, max_tool_rate
 
     for seed in seeds:
         for tr, te in kfold_indices(len(o), k, seed):
-            sel = select(x[tr], o[tr], actions, base, candidates, seed=seed, costs=costs, max_tool_rate=max_tool_rate)
-            probs = head_probs(x[te], fit_ensemble(x[tr], o[tr], sel.candidate, base, seed))
+            sub = None if cats is None else cats[tr]  # the training part's category labels only
+            sel = select(x[tr], o[tr], actions, base, candidates, seed=seed, costs=costs, max_tool_rate=max_tool_rate,
+                         cats=sub, n_cats=n_cats)
+            probs = head_probs(x[te], fit_ensemble(x[tr], o[tr], sel.candidate, base, seed, sub, n_cats))
             add(ROUTER, sel.rule.choose(probs), te)
             add("  same recipe, argmax (no margin)", probs.argmax(1), te)
             picks.append((sel.candidate.name, round(sel.rule.margin, 3)))
@@ -127,11 +130,17 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=5, help="outer folds")
     ap.add_argument("--encoder", default="minilm", choices=available_encoders())
     ap.add_argument("--candidates", default="auto", choices=available_candidate_sets())
+    ap.add_argument("--no-categories", action="store_true",
+                    help="ignore the table's sub_category labels (what `train` does on a table without them)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     sets = parse_sets(ap, args.sets)
     table = load_table(BUNDLED_TABLE)
+    from textrouter.category import category_codes
+
+    found = None if args.no_categories else category_codes(table)
+    cats, n_cats = (found[0], len(found[1])) if found else (None, None)
     t0 = time.perf_counter()
     x = get_encoder(args.encoder).features(texts(table), 128)  # cached on disk after the first run
     embed_s = time.perf_counter() - t0
@@ -139,6 +148,7 @@ def main(argv=None) -> int:
     candidates = get_candidates(args.candidates)
     console = Console()
     doc = {"table": BUNDLED_TABLE.name, "n": len(table), "encoder": args.encoder, "seeds": seeds, "k": args.k,
+           "category_field": found[2] if found else None,
            "candidates": [c.to_dict() for c in candidates], "embed_seconds": embed_s, "sets": {}}
     summaries = {}
     with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -147,7 +157,7 @@ def main(argv=None) -> int:
             job = bar.add_task(f"set {s}", total=len(seeds) * args.k)
             t1 = time.perf_counter()
             summary, picks = run_set(x, o, mapping.actions, candidates, base, seeds, args.k,
-                                     progress=lambda: bar.advance(job))
+                                     progress=lambda: bar.advance(job), cats=cats, n_cats=n_cats)
             summaries[s] = summary
             doc["sets"][s] = {"actions": mapping.to_dict(), "summary": summary, "picks": picks,
                               "seconds": time.perf_counter() - t1}

@@ -22,6 +22,9 @@ MIN_ROWS_FOR_SELECTION = 40  # below this, inner folds of ~10 rows say nothing: 
 
 
 ACTION_SUBSETS = ("all", "top2")
+# "grpo": a head-mode GRPO recipe; "category": textrouter.category's head (P(category | question)
+# x per-category action accuracy, distilled to a linear head), only on tables with categories
+CANDIDATE_KINDS = ("grpo", "category")
 MASKED_LOGIT = -30.0  # bias of an action a candidate leaves out: exp(-30) ~ 1e-13, never chosen
 
 
@@ -39,8 +42,14 @@ class Candidate:
     prior_scale: float = 10.0
     pca: int = 0
     actions: str = "all"   # ACTION_SUBSETS: "all", or "top2" = direct + the tool best on the training rows
+    kind: str = "grpo"     # CANDIDATE_KINDS
+    shrink: float = 0.0    # kind "category": rows of shrinkage toward the table-wide action accuracy
 
     def __post_init__(self) -> None:
+        if self.kind not in CANDIDATE_KINDS:
+            raise ValueError(f"candidate kind {self.kind!r} unknown; valid: {', '.join(CANDIDATE_KINDS)}")
+        if not self.shrink >= 0:
+            raise ValueError(f"shrink must be >= 0 rows, got {self.shrink}")
         if self.ensemble < 1:
             raise ValueError(f"ensemble size must be >= 1, got {self.ensemble}")
         if self.actions not in ACTION_SUBSETS:
@@ -68,8 +77,16 @@ CANDIDATE_SETS: dict[str, tuple[Candidate, ...]] = {
     "auto": (
         Candidate("aligned-10ep", "aligned", 10, 1e-2, 0.01, 1),
         Candidate("relative-10ep", "relative", 10, 1e-2, 0.01, 1),
+        Candidate("category-s0", kind="category", shrink=0.0),
+        Candidate("category-s5", kind="category", shrink=5.0),
+    ),
+    "grpo": (
+        Candidate("aligned-10ep", "aligned", 10, 1e-2, 0.01, 1),
+        Candidate("relative-10ep", "relative", 10, 1e-2, 0.01, 1),
     ),
     "single": (Candidate("aligned-10ep", "aligned", 10, 1e-2, 0.01, 1),),
+    "category": (Candidate("category-s0", kind="category", shrink=0.0),
+                 Candidate("category-s5", kind="category", shrink=5.0)),
     # measured alternatives, kept runnable for the bench (`--candidates wide`)
     "wide": (
         Candidate("aligned-10ep", "aligned", 10, 1e-2, 0.01, 1),
@@ -92,11 +109,28 @@ def get_candidates(name: str) -> tuple[Candidate, ...]:
     return CANDIDATE_SETS[name]
 
 
-def fit_ensemble(x, o, cand: Candidate, base, seed: int = 0):
-    """(W, b) numpy: the average of `cand.ensemble` head-mode GRPO heads (seeds seed, seed+1, ...)."""
+def usable(candidates: Sequence[Candidate], cats) -> list[Candidate]:
+    """The candidates `select` scores on a table: with category codes, the category candidates
+    alone when the set has any (under nested CV they beat the GRPO heads on sets A and B and tie
+    on C, and scoring both lost ~0.8 points to the inner-CV choice: docs/router-training.md);
+    without codes, the others."""
+    if cats is not None and any(c.kind == "category" for c in candidates):
+        return [c for c in candidates if c.kind == "category"]
+    return [c for c in candidates if c.kind != "category"]
+
+
+def fit_ensemble(x, o, cand: Candidate, base, seed: int = 0, cats=None, n_cats: int | None = None):
+    """(W, b) numpy: the average of `cand.ensemble` head-mode GRPO heads (seeds seed, seed+1, ...);
+    for a category candidate, textrouter.category's head on category codes `cats` [N]."""
     from .grpo import train_head
 
     o = np.asarray(o)
+    if cand.kind == "category":
+        from .category import fit_category_head
+
+        if cats is None:
+            raise ValueError(f"candidate {cand.name} needs category codes (the table has no category column)")
+        return fit_category_head(x, np.asarray(cats), o, cand.shrink, n_cats)
     keep = np.arange(o.shape[1])
     if cand.actions == "top2":  # direct + the single tool with the best training accuracy
         keep = np.array([0, 1 + int(np.argmax(o[:, 1:].mean(0)))])
@@ -111,7 +145,7 @@ def fit_ensemble(x, o, cand: Candidate, base, seed: int = 0):
     return w, b
 
 
-def oof_probs(x, o, cand: Candidate, base, k: int = INNER_K, seed: int = 0):
+def oof_probs(x, o, cand: Candidate, base, k: int = INNER_K, seed: int = 0, cats=None, n_cats=None):
     """Out-of-fold probabilities [N, A] of `cand` by a seeded K-fold split of (x, o)."""
     from .evaluate import kfold_indices
     from .grpo import head_probs
@@ -119,7 +153,8 @@ def oof_probs(x, o, cand: Candidate, base, k: int = INNER_K, seed: int = 0):
     x, o = np.asarray(x), np.asarray(o)
     out = np.zeros(o.shape, dtype=np.float64)
     for tr, te in kfold_indices(len(o), k, seed + 7):
-        out[te] = head_probs(x[te], fit_ensemble(x[tr], o[tr], cand, base, seed))
+        sub = None if cats is None else np.asarray(cats)[tr]
+        out[te] = head_probs(x[te], fit_ensemble(x[tr], o[tr], cand, base, seed, sub, n_cats))
     return out
 
 
@@ -134,22 +169,30 @@ class Selection:
 
 def select(x, o, actions: Sequence[str], base, candidates: Sequence[Candidate], seed: int = 0,
            costs=None, max_tool_rate: float = 1.0, k: int = INNER_K, grid="default",
-           on_step: Callable[[int, int], None] | None = None) -> Selection:
+           on_step: Callable[[int, int], None] | None = None, cats=None, n_cats: int | None = None) -> Selection:
     """Score each candidate by inner K-fold CV (with its decision rule fitted on the out-of-fold
-    probabilities), keep the best (ties: the earlier, i.e. simpler, candidate)."""
+    probabilities), keep the best (ties: the earlier, i.e. simpler, candidate). `cats`: the rows'
+    category codes (textrouter.category.category_codes), None: category candidates are skipped."""
     from .decision import fit_rule
 
     o = np.asarray(o)
     n = len(o)
     k = min(k, n)
-    candidates = list(candidates)
+    candidates = usable(candidates, cats)
+    if not candidates:
+        raise ValueError("every candidate needs category codes and the table has none; use --recipe head")
+    # No budget and no tool costs: route by argmax (margin 0). A margin fitted on the inner folds
+    # lost 0.9 / 1.6 points on sets A / B under nested CV and gained 0.4 on C (noise on ~300
+    # rows); with a budget or costs the margin is fitted (that is what they ask for).
+    free = max_tool_rate >= 1.0 and all(float(c) == 1.0 for c in (costs or {}).values())
     if n < MIN_ROWS_FOR_SELECTION or k < 2:
         # too small to cross-validate: first candidate, argmax-equivalent rule fitted in-sample
         cand = candidates[0]
         from .grpo import head_probs
 
-        probs = head_probs(x, fit_ensemble(x, o, cand, base, seed))
-        rule = fit_rule(probs, o, actions, costs, max_tool_rate, source=f"in-sample ({n} rows: too few for CV)")
+        probs = head_probs(x, fit_ensemble(x, o, cand, base, seed, cats, n_cats))
+        rule = fit_rule(probs, o, actions, costs, max_tool_rate, source=f"in-sample ({n} rows: too few for CV)",
+                        **({"grid": (0.0,)} if free else {}))
         return Selection(cand, rule, {}, 0, {"note": f"{n} rows: too few for inner CV (first candidate kept)",
                                              "inner_k": 0, "scores": {}, "cv_accuracy": None,
                                              "cv_tool_call_rate": None, "always_direct": float(o[:, 0].mean()),
@@ -157,8 +200,8 @@ def select(x, o, actions: Sequence[str], base, candidates: Sequence[Candidate], 
     fits, scores = {}, {}
     total = len(candidates)
     for i, cand in enumerate(candidates, 1):
-        probs = oof_probs(x, o, cand, base, k, seed)
-        kw = {} if grid == "default" else {"grid": grid}
+        probs = oof_probs(x, o, cand, base, k, seed, cats, n_cats)
+        kw = {"grid": (0.0,)} if free and grid == "default" else ({} if grid == "default" else {"grid": grid})
         rule = fit_rule(probs, o, actions, costs, max_tool_rate, source=f"{k}-fold inner CV, {cand.name}", **kw)
         ch = rule.choose(probs)
         scores[cand.name] = float(o[np.arange(n), ch].mean())

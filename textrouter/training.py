@@ -66,13 +66,16 @@ class Plan:
     candidates: tuple | None
     costs: Mapping[str, float] | None = None
     max_tool_rate: float = 1.0
+    categories: bool = True            # let the selection use the table's category column, if any
+    category_field: str | None = None  # force that metadata key (textrouter.category.CATEGORY_FIELDS)
 
 
 def plan(recipe: str = "auto", *, mode: str | None = None, encoder: str = "minilm", reward: str | None = None,
          epochs: int | None = None, lr: float | None = None, head_lr: float | None = None,
          beta: float | None = None, group: str = "exhaustive", group_size: int = 8,
          batch_size: int | None = None, max_length: int = 128, seed: int = 0,
-         costs: Mapping[str, float] | None = None, max_tool_rate: float | None = None) -> Plan:
+         costs: Mapping[str, float] | None = None, max_tool_rate: float | None = None,
+         categories: bool = True, category_field: str | None = None) -> Plan:
     """Resolve CLI-level choices into a Plan (ValueError one-liners naming valid choices)."""
     from .decision import check_rate
     from .encoders import get_encoder
@@ -98,7 +101,12 @@ def plan(recipe: str = "auto", *, mode: str | None = None, encoder: str = "minil
                         batch_size=batch_size, max_length=max_length, seed=seed,
                         reward=RewardConfig(kind=reward or r.reward), encoder=encoder)
     rate = 1.0 if max_tool_rate is None else check_rate(max_tool_rate)
+    if category_field is not None and not categories:
+        raise ValueError("--category-field contradicts --no-categories; drop one of them")
     if r.candidates is None:
+        if category_field is not None:
+            raise ValueError(f"--category-field needs the recipe's selection: use --recipe auto (recipe {r.name} "
+                             "trains one GRPO recipe)")
         if costs and any(c != 1.0 for c in costs.values()) or max_tool_rate is not None:
             raise ValueError(f"--max-tool-rate/--tool-cost need a fitted decision rule: use --recipe auto or head "
                              f"(recipe {r.name} routes by argmax)")
@@ -109,7 +117,7 @@ def plan(recipe: str = "auto", *, mode: str | None = None, encoder: str = "minil
     else:
         cands = get_candidates(r.candidates)
         name = r.name
-    return Plan(name, opts, cands, dict(costs or {}), rate)
+    return Plan(name, opts, cands, dict(costs or {}), rate, categories, category_field)
 
 
 def size_warnings(n_rows: int, k: int | None = None) -> list[str]:
@@ -157,18 +165,32 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
             on_stage("embedding the questions (cached after the first run)")
         x = spec.features(xs, opts.max_length)
         if p.candidates is not None:
-            from .selection import fit_ensemble, select
+            from .category import CATEGORY_FIELDS, category_codes
+            from .selection import fit_ensemble, select, usable
 
+            found = category_codes(table, p.category_field) if p.categories else None
+            cats, n_cats = (found[0], len(found[1])) if found else (None, None)
+            cands = usable(p.candidates, cats)
+            if not cands:
+                raise RouterError(f"the table has no category column ({', '.join(CATEGORY_FIELDS)}) and every "
+                                  "candidate needs one; use --recipe head")
             if on_stage:
-                on_stage(f"selecting among {len(p.candidates)} candidate recipe(s) by inner CV")
-            sel = select(x, o, mapping.actions, opts, p.candidates, seed=opts.seed, costs=p.costs,
-                         max_tool_rate=p.max_tool_rate)
-            head = fit_ensemble(x, o, sel.candidate, opts, opts.seed)
-            # the curve of the chosen recipe's last ensemble member, for reward_curve.png
-            res = train_head(x, o, sel.candidate.options(opts, opts.seed), on_step)
-            res = TrainResult(None, head, res.curve, res.elapsed_s, sel.candidate.options(opts, opts.seed))
-            selection = {**sel.report, "recipe": p.recipe, "candidates": [c.to_dict() for c in p.candidates],
-                         "chosen": sel.candidate.to_dict()}
+                on_stage(f"selecting among {len(cands)} candidate recipe(s) by inner CV"
+                         + (f" (categories: {len(found[1])} values of {found[2]!r})" if found else ""))
+            sel = select(x, o, mapping.actions, opts, cands, seed=opts.seed, costs=p.costs,
+                         max_tool_rate=p.max_tool_rate, cats=cats, n_cats=n_cats)
+            head = fit_ensemble(x, o, sel.candidate, opts, opts.seed, cats, n_cats)
+            t_fit = time.perf_counter()
+            if sel.candidate.kind == "category":  # no GRPO run: no reward curve
+                res = TrainResult(None, head, [], time.perf_counter() - t_fit, opts)
+            else:
+                # the curve of the chosen recipe's last ensemble member, for reward_curve.png
+                res = train_head(x, o, sel.candidate.options(opts, opts.seed), on_step)
+                res = TrainResult(None, head, res.curve, res.elapsed_s, sel.candidate.options(opts, opts.seed))
+            selection = {**sel.report, "recipe": p.recipe, "candidates": [c.to_dict() for c in cands],
+                         "chosen": sel.candidate.to_dict(),
+                         "category_field": found[2] if found else None,
+                         "categories": len(found[1]) if found else 0}
             decision = sel.rule
         else:
             res = train_head(x, o, opts, on_step)
@@ -186,7 +208,8 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
         "train_always_direct": float(o[:, 0].mean()),
         "train_oracle": float(o.max(1).mean()),
         "train_tool_call_rate": float((chosen != 0).mean()),
-        "final_mean_reward": float(np.mean([c["reward"] for c in res.curve[-max(1, len(res.curve) // 10):]])),
+        "final_mean_reward": (float(np.mean([c["reward"] for c in res.curve[-max(1, len(res.curve) // 10):]]))
+                              if res.curve else None),  # None: the chosen candidate ran no GRPO
         "steps": len(res.curve),
         "train_seconds": round(res.elapsed_s, 3),
         "wall_seconds": round(wall, 3),

@@ -70,8 +70,12 @@ def run_training(table_path: Path, out: Path, mapping, plan, quiet: bool = False
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(policy, out, meta)
     trained = res.options
-    save_curve_png(res.curve, out / "reward_curve.png",
-                   f"GRPO {trained.mode}, {trained.reward.kind} reward, {trained.group} groups ({len(table)} questions)")
+    png = out / "reward_curve.png"
+    if res.curve:
+        save_curve_png(res.curve, png,
+                       f"GRPO {trained.mode}, {trained.reward.kind} reward, {trained.group} groups ({len(table)} questions)")
+    elif png.exists():
+        png.unlink()  # a category head runs no GRPO: a curve left from an earlier run would mislead
     (out / "curve.json").write_text(json.dumps(res.curve) + "\n", encoding="utf-8")
     return meta
 
@@ -117,6 +121,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed (sampling, initialisation, shuffling)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document (the checkpoint meta)."),
         base: Optional[str] = typer.Option(None, "--base", help="--encoder causal-lm: base LM, smollm2-135m (default) or a local HF causal-LM folder / .gguf file."),
+        categories: bool = typer.Option(True, "--categories/--no-categories", help="--recipe auto: also score category heads when rows carry a sub_category/category label (default on; they are not needed at routing time)."),
+        category_field: Optional[str] = typer.Option(None, "--category-field", help="Row field holding each question's category (default: the first of sub_category, category present on every row)."),
     ) -> None:
         """Train a router with GRPO on an outcome table; writes a checkpoint for `audiorouter export`."""
         with friendly_errors():
@@ -135,7 +141,8 @@ def register(app: typer.Typer) -> None:
                 return
             p = make_plan(recipe, mode=mode, encoder=encoder, reward=reward, epochs=epochs, lr=lr, head_lr=head_lr,
                           beta=beta, group=group, group_size=group_size, batch_size=batch_size,
-                          max_length=max_length, seed=seed, costs=costs, max_tool_rate=max_tool_rate)
+                          max_length=max_length, seed=seed, costs=costs, max_tool_rate=max_tool_rate,
+                          categories=categories, category_field=category_field)
             meta = run_training(table, out, mapping, p, quiet=as_json)
             note = runnable_note(meta["actions"])
             if note:
@@ -166,6 +173,8 @@ def _print_summary(meta: dict, out: Path) -> None:
         rows.append(("selection (inner CV)", sel.get("note", "-")))
     elif sel:
         scores = ", ".join(f"{k} {100 * v:.1f}%" for k, v in sel["scores"].items()) or sel.get("note", "-")
+        if sel.get("category_field"):
+            scores += f" (category heads on {sel['categories']} values of {sel['category_field']!r})"
         rows += [("selection (inner CV)", f"chose {sel['chosen']['name']} (ensemble of {sel['chosen']['ensemble']}); "
                                          f"{sel.get('inner_k', 0)}-fold scores: {scores}"),
                  ("inner-CV accuracy / tool-call rate",
@@ -178,13 +187,16 @@ def _print_summary(meta: dict, out: Path) -> None:
                                       f"(budget {100 * dec['max_tool_rate']:.0f}% tool rate; costs "
                                       f"{', '.join(f'{k}={v:g}' for k, v in dec['costs'].items())})"))
     rows += [
-        ("GRPO train time", f"{m['train_seconds']:.1f} s ({m['wall_seconds']:.1f} s wall incl. embeddings and selection)"),
-        ("final mean reward", f"{m['final_mean_reward']:+.3f}"),
+        ("GRPO train time" if m["steps"] else "train time (category head, no GRPO)",
+         f"{m['train_seconds']:.1f} s ({m['wall_seconds']:.1f} s wall incl. embeddings and selection)"),
+        ("final mean reward", "- (the chosen category head runs no GRPO)" if m["final_mean_reward"] is None
+         else f"{m['final_mean_reward']:+.3f}"),
         ("routed accuracy (train, in-sample)", f"{100 * m['train_routed_accuracy']:.1f}%"),
         ("always direct / oracle (train)", f"{100 * m['train_always_direct']:.1f}% / {100 * m['train_oracle']:.1f}%"),
         ("tool-call rate (train)", f"{100 * m['train_tool_call_rate']:.1f}%"),
         ("truncated questions", str(m["truncated_questions"])),
-        ("files", "model.safetensors, tokenizer.json, meta.json, reward_curve.png, curve.json"),
+        ("files", "model.safetensors, tokenizer.json, meta.json, "
+                  + ("reward_curve.png, " if m["steps"] else "") + "curve.json"),
     ]
     for k, v in rows:
         t.add_row(k, v)
