@@ -96,6 +96,10 @@ def test_train_records_the_category_field_and_no_categories_turns_them_off(tmp_p
     assert res.exit_code == 0, res.stderr
     sel = json.loads(res.stdout)["selection"]
     assert sel["category_field"] is None and not any(k.startswith("category") for k in sel["scores"])
+    res = runner.invoke(app, ["train", str(table), "--out", str(tmp_path / "b2"), "--json", "--no-categories",
+                              "--fit-margin", *MAP])
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["decision"]["fit"]["source"].startswith("4-fold inner CV")
     res = runner.invoke(app, ["train", str(table), "--out", str(tmp_path / "c"), "--category-field", "task",
                               "--no-categories", *MAP])
     assert res.exit_code == 2 and res.stderr.strip() == ("error: --category-field contradicts --no-categories; "
@@ -130,3 +134,20 @@ def test_a_category_router_exports_and_routes_like_its_checkpoint(tmp_path):
     r = textrouter.load_router(tmp_path / "r")
     got = r.route("What is the tempo of this piece in beats per minute?", ["60", "90", "120", "150"])
     assert got["action"] in ("direct", "asr") and abs(sum(got["probs"].values()) - 1.0) < 1e-4
+
+
+def test_select_routes_by_argmax_unless_a_margin_is_asked_for():
+    """Stop 21: without a budget or costs `select` keeps margin 0 (a fitted margin lost points
+    under nested CV); fit_margin=True or a budget fits it on the out-of-fold probabilities."""
+    from textrouter.grpo import TrainOptions
+    from textrouter.selection import get_candidates, select
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 8)).astype(np.float32)
+    o = (rng.random((120, 2)) < 0.5).astype(np.int8)
+    base = TrainOptions(mode="head")
+    assert select(x, o, ["direct", "asr"], base, get_candidates("grpo")).rule.margin == 0.0
+    fitted = select(x, o, ["direct", "asr"], base, get_candidates("grpo"), fit_margin=True).rule
+    assert fitted.margin != 0.0  # on this noise table the inner folds prefer fewer calls
+    budget = select(x, o, ["direct", "asr"], base, get_candidates("grpo"), max_tool_rate=0.1).rule
+    assert budget.fit["tool_rate"] <= 0.1 + 1e-9

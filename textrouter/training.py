@@ -68,6 +68,7 @@ class Plan:
     max_tool_rate: float = 1.0
     categories: bool = True            # let the selection use the table's category column, if any
     category_field: str | None = None  # force that metadata key (textrouter.category.CATEGORY_FIELDS)
+    fit_margin: bool | None = None     # None: fit the decision margin only with a budget or costs
 
 
 def plan(recipe: str = "auto", *, mode: str | None = None, encoder: str = "minilm", reward: str | None = None,
@@ -75,7 +76,7 @@ def plan(recipe: str = "auto", *, mode: str | None = None, encoder: str = "minil
          beta: float | None = None, group: str = "exhaustive", group_size: int = 8,
          batch_size: int | None = None, max_length: int = 128, seed: int = 0,
          costs: Mapping[str, float] | None = None, max_tool_rate: float | None = None,
-         categories: bool = True, category_field: str | None = None) -> Plan:
+         categories: bool = True, category_field: str | None = None, fit_margin: bool | None = None) -> Plan:
     """Resolve CLI-level choices into a Plan (ValueError one-liners naming valid choices)."""
     from .decision import check_rate
     from .encoders import get_encoder
@@ -107,6 +108,9 @@ def plan(recipe: str = "auto", *, mode: str | None = None, encoder: str = "minil
         if category_field is not None:
             raise ValueError(f"--category-field needs the recipe's selection: use --recipe auto (recipe {r.name} "
                              "trains one GRPO recipe)")
+        if fit_margin:
+            raise ValueError(f"--fit-margin needs a fitted decision rule: use --recipe auto or head (recipe {r.name} "
+                             "routes by argmax)")
         if costs and any(c != 1.0 for c in costs.values()) or max_tool_rate is not None:
             raise ValueError(f"--max-tool-rate/--tool-cost need a fitted decision rule: use --recipe auto or head "
                              f"(recipe {r.name} routes by argmax)")
@@ -117,7 +121,7 @@ def plan(recipe: str = "auto", *, mode: str | None = None, encoder: str = "minil
     else:
         cands = get_candidates(r.candidates)
         name = r.name
-    return Plan(name, opts, cands, dict(costs or {}), rate, categories, category_field)
+    return Plan(name, opts, cands, dict(costs or {}), rate, categories, category_field, fit_margin)
 
 
 def size_warnings(n_rows: int, k: int | None = None) -> list[str]:
@@ -178,7 +182,7 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
                 on_stage(f"selecting among {len(cands)} candidate recipe(s) by inner CV"
                          + (f" (categories: {len(found[1])} values of {found[2]!r})" if found else ""))
             sel = select(x, o, mapping.actions, opts, cands, seed=opts.seed, costs=p.costs,
-                         max_tool_rate=p.max_tool_rate, cats=cats, n_cats=n_cats)
+                         max_tool_rate=p.max_tool_rate, cats=cats, n_cats=n_cats, fit_margin=p.fit_margin)
             head = fit_ensemble(x, o, sel.candidate, opts, opts.seed, cats, n_cats)
             t_fit = time.perf_counter()
             if sel.candidate.kind == "category":  # no GRPO run: no reward curve

@@ -123,6 +123,7 @@ def register(app: typer.Typer) -> None:
         base: Optional[str] = typer.Option(None, "--base", help="--encoder causal-lm: base LM, smollm2-135m (default) or a local HF causal-LM folder / .gguf file."),
         categories: bool = typer.Option(True, "--categories/--no-categories", help="--recipe auto: also score category heads when rows carry a sub_category/category label (default on; they are not needed at routing time)."),
         category_field: Optional[str] = typer.Option(None, "--category-field", help="Row field holding each question's category (default: the first of sub_category, category present on every row)."),
+        fit_margin: Optional[bool] = typer.Option(None, "--fit-margin/--argmax", help="Fit the decision margin on the inner folds, or route by argmax (default: fit only with --max-tool-rate / --tool-cost)."),
     ) -> None:
         """Train a router with GRPO on an outcome table; writes a checkpoint for `audiorouter export`."""
         with friendly_errors():
@@ -142,7 +143,7 @@ def register(app: typer.Typer) -> None:
             p = make_plan(recipe, mode=mode, encoder=encoder, reward=reward, epochs=epochs, lr=lr, head_lr=head_lr,
                           beta=beta, group=group, group_size=group_size, batch_size=batch_size,
                           max_length=max_length, seed=seed, costs=costs, max_tool_rate=max_tool_rate,
-                          categories=categories, category_field=category_field)
+                          categories=categories, category_field=category_field, fit_margin=fit_margin)
             meta = run_training(table, out, mapping, p, quiet=as_json)
             note = runnable_note(meta["actions"])
             if note:
