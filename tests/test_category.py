@@ -146,8 +146,12 @@ def test_select_routes_by_argmax_unless_a_margin_is_asked_for():
     x = rng.normal(size=(120, 8)).astype(np.float32)
     o = (rng.random((120, 2)) < 0.5).astype(np.int8)
     base = TrainOptions(mode="head")
-    assert select(x, o, ["direct", "asr"], base, get_candidates("grpo")).rule.margin == 0.0
+    plain = select(x, o, ["direct", "asr"], base, get_candidates("grpo")).rule
+    assert plain.margin == 0.0
     fitted = select(x, o, ["direct", "asr"], base, get_candidates("grpo"), fit_margin=True).rule
-    assert fitted.margin != 0.0  # on this noise table the inner folds prefer fewer calls
+    # the fit chooses among the grid (0 included) by out-of-fold accuracy: never below margin 0's
+    # (measured here: margin 0.2)
+    assert fitted.fit["accuracy"] >= plain.fit["accuracy"]
+    assert any(abs(m - fitted.margin) < 1e-12 for m, _, _ in fitted.curve)
     budget = select(x, o, ["direct", "asr"], base, get_candidates("grpo"), max_tool_rate=0.1).rule
     assert budget.fit["tool_rate"] <= 0.1 + 1e-9
