@@ -112,7 +112,7 @@ def get_candidates(name: str) -> tuple[Candidate, ...]:
 def usable(candidates: Sequence[Candidate], cats) -> list[Candidate]:
     """The candidates `select` scores on a table: with category codes, the category candidates
     alone when the set has any (under nested CV they beat the GRPO heads on sets A and B and tie
-    on C, and scoring both lost ~0.8 points to the inner-CV choice: docs/router-training.md);
+    on C, and scoring both lost up to 0.8 points to the inner-CV choice: docs/router-training.md);
     without codes, the others."""
     if cats is not None and any(c.kind == "category" for c in candidates):
         return [c for c in candidates if c.kind == "category"]
@@ -206,7 +206,10 @@ def select(x, o, actions: Sequence[str], base, candidates: Sequence[Candidate], 
     total = len(candidates)
     for i, cand in enumerate(candidates, 1):
         probs = oof_probs(x, o, cand, base, k, seed, cats, n_cats)
-        kw = {"grid": (0.0,)} if free and grid == "default" else ({} if grid == "default" else {"grid": grid})
+        if grid != "default":
+            kw = {"grid": grid}
+        else:
+            kw = {"grid": (0.0,)} if free else {}
         rule = fit_rule(probs, o, actions, costs, max_tool_rate, source=f"{k}-fold inner CV, {cand.name}", **kw)
         ch = rule.choose(probs)
         scores[cand.name] = float(o[np.arange(n), ch].mean())

@@ -169,15 +169,12 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
             on_stage("embedding the questions (cached after the first run)")
         x = spec.features(xs, opts.max_length)
         if p.candidates is not None:
-            from .category import CATEGORY_FIELDS, category_codes
+            from .category import category_codes
             from .selection import fit_ensemble, select, usable
 
             found = category_codes(table, p.category_field) if p.categories else None
             cats, n_cats = (found[0], len(found[1])) if found else (None, None)
             cands = usable(p.candidates, cats)
-            if not cands:
-                raise RouterError(f"the table has no category column ({', '.join(CATEGORY_FIELDS)}) and every "
-                                  "candidate needs one; use --recipe head")
             if on_stage:
                 on_stage(f"selecting among {len(cands)} candidate recipe(s) by inner CV"
                          + (f" (categories: {len(found[1])} values of {found[2]!r})" if found else ""))
