@@ -57,7 +57,7 @@ def parse_sets(ap, text: str) -> list[str]:
 
 
 def run_set(x, o, actions, candidates, base, seeds, k, costs=None, max_tool_rate=1.0, progress=None,
-            cats=None, n_cats=None):
+            cats=None, n_cats=None, fit_margin=None):
     from textrouter import baselines as B
     from textrouter.evaluate import kfold_indices
     from textrouter.grpo import head_probs
@@ -74,7 +74,7 @@ def run_set(x, o, actions, candidates, base, seeds, k, costs=None, max_tool_rate
         for tr, te in kfold_indices(len(o), k, seed):
             sub = None if cats is None else cats[tr]  # the training part's category labels only
             sel = select(x[tr], o[tr], actions, base, candidates, seed=seed, costs=costs, max_tool_rate=max_tool_rate,
-                         cats=sub, n_cats=n_cats)
+                         cats=sub, n_cats=n_cats, fit_margin=fit_margin)
             probs = head_probs(x[te], fit_ensemble(x[tr], o[tr], sel.candidate, base, seed, sub, n_cats))
             add(ROUTER, sel.rule.choose(probs), te)
             add("  same recipe, argmax (no margin)", probs.argmax(1), te)
@@ -130,6 +130,8 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=5, help="outer folds")
     ap.add_argument("--encoder", default="minilm", choices=available_encoders())
     ap.add_argument("--candidates", default="auto", choices=available_candidate_sets())
+    ap.add_argument("--fit-margin", action="store_true",
+                    help="fit the decision margin on the inner folds (`train --fit-margin`; default: argmax)")
     ap.add_argument("--no-categories", action="store_true",
                     help="ignore the table's sub_category labels (what `train` does on a table without them)")
     ap.add_argument("--json", type=Path)
@@ -157,7 +159,8 @@ def main(argv=None) -> int:
             job = bar.add_task(f"set {s}", total=len(seeds) * args.k)
             t1 = time.perf_counter()
             summary, picks = run_set(x, o, mapping.actions, candidates, base, seeds, args.k,
-                                     progress=lambda: bar.advance(job), cats=cats, n_cats=n_cats)
+                                     progress=lambda: bar.advance(job), cats=cats, n_cats=n_cats,
+                                     fit_margin=True if args.fit_margin else None)
             summaries[s] = summary
             doc["sets"][s] = {"actions": mapping.to_dict(), "summary": summary, "picks": picks,
                               "seconds": time.perf_counter() - t1}

@@ -5,7 +5,7 @@ Recipes (`RECIPES`, `available_recipes()`):
 
 | recipe | what runs |
 | --- | --- |
-| `auto` (default) | head mode on frozen (cached) embeddings; the candidate set of textrouter.selection is scored by 4-fold inner CV on the table, the best is refit on all rows, and the calibrated decision rule (textrouter.decision) is fitted on its out-of-fold probabilities |
+| `auto` (default) | head mode on frozen (cached) embeddings; the candidate set of textrouter.selection (category heads when the rows carry a category, else GRPO heads) is scored by 4-fold inner CV on the table and the best is refit on all rows; argmax routing, or with a budget / tool costs the decision rule (textrouter.decision) fitted on its out-of-fold probabilities |
 | `paper` | the paper's recipe: LoRA r16 / alpha 32 / dropout 0.05 on query/value + head, lr 5e-5 (head 1e-3), beta 0.01, 1 epoch, `relative` reward, argmax routing |
 | `head` | one fixed head-mode recipe (aligned reward, 10 epochs, head lr 1e-2), decision rule fitted by inner CV |
 
@@ -38,7 +38,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "auto": Recipe("auto", "per-table selection by inner CV (head mode, seed ensembles) + fitted decision rule",
+    "auto": Recipe("auto", "per-table selection by inner CV (category heads when rows carry a category, else GRPO heads)",
                    "head", "aligned", None, 5e-5, None, 0.01, "auto"),
     "paper": Recipe("paper", "the paper's recipe: LoRA r16/alpha32/dropout0.05, lr 5e-5, beta 0.01, 1 epoch, "
                     "relative reward, argmax", "lora", "relative", 1, 5e-5, 1e-3, 0.01, None),

@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write (then: audiorouter export)."),
         direct: Optional[str] = typer.Option(None, "--direct", help="Outcome column of the audio LLM answering alone."),
         tool: List[str] = typer.Option([], "--tool", help="NAME=COLUMN: a tool action and its outcome column (repeatable)."),
-        recipe: str = typer.Option("auto", "--recipe", help=f"One of: {', '.join(available_recipes())}. auto (default): per-table selection by inner CV + fitted decision rule (head mode); paper: LoRA r16/alpha32, lr 5e-5, beta 0.01, 1 epoch, relative reward; head: one fixed head-mode recipe."),
+        recipe: str = typer.Option("auto", "--recipe", help=f"One of: {', '.join(available_recipes())}. auto (default): per-table selection by inner CV (category heads when rows carry a category, else GRPO heads; head mode), argmax unless a budget or costs are given; paper: LoRA r16/alpha32, lr 5e-5, beta 0.01, 1 epoch, relative reward; head: one fixed head-mode recipe."),
         max_tool_rate: Optional[float] = typer.Option(None, "--max-tool-rate", help="Budget: at most this fraction of questions routed to a tool (cost-weighted with --tool-cost); the margin is fit on the table."),
         tool_cost: List[str] = typer.Option([], "--tool-cost", help="TOOL=COST relative cost of a tool (default 1; repeatable), e.g. asr=2.0: a tool must gain COST x margin."),
         mode: Optional[str] = typer.Option(None, "--mode", help="head or lora; lora alone means --recipe paper."),
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed (sampling, initialisation, shuffling)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document (the checkpoint meta)."),
         base: Optional[str] = typer.Option(None, "--base", help="--encoder causal-lm: base LM, smollm2-135m (default) or a local HF causal-LM folder / .gguf file."),
-        categories: bool = typer.Option(True, "--categories/--no-categories", help="--recipe auto: also score category heads when rows carry a sub_category/category label (default on; they are not needed at routing time)."),
+        categories: bool = typer.Option(True, "--categories/--no-categories", help="--recipe auto: fit category heads instead of GRPO heads when every row carries a sub_category/category label (default on; the label is not needed at routing time)."),
         category_field: Optional[str] = typer.Option(None, "--category-field", help="Row field holding each question's category (default: the first of sub_category, category present on every row)."),
         fit_margin: Optional[bool] = typer.Option(None, "--fit-margin/--argmax", help="Fit the decision margin on the inner folds, or route by argmax (default: fit only with --max-tool-rate / --tool-cost)."),
     ) -> None:
