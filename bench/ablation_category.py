@@ -14,9 +14,10 @@ a held-out question gets the argmax for its category (ties: the lower index, dir
 
 - "by true category": the held-out question's labelled category (not available to a router:
   a ceiling on what category-level routing can do);
-- "by predicted category": the category from a multinomial logistic regression on the same
-  MiniLM question embeddings bench_routing uses, fitted on the outer training part (a router a
-  user could build), expected accuracy sum_c P(c | question) x estimate(c, a), argmax.
+- "by predicted category": the category from the multinomial logistic regression `train` fits
+  (textrouter.category.category_probs) on the same MiniLM question embeddings bench_routing
+  uses, fitted on the outer training part, expected accuracy sum_c P(c | question) x
+  estimate(c, a), argmax, not distilled into a linear head.
 
 Baselines on the same splits: always direct, best single action (chosen on the training part),
 oracle. The default `train` row is bench/bench_routing.py's (same seeds and folds).
@@ -34,23 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 
-def category_estimates(cats_tr: np.ndarray, o_tr: np.ndarray, n_cats: int, shrink: float) -> np.ndarray:
-    """[n_cats, A] accuracy of each action per category, shrunk toward its whole-part accuracy."""
-    overall = o_tr.mean(0)
-    est = np.tile(overall, (n_cats, 1)).astype(np.float64)
-    for c in range(n_cats):
-        rows = cats_tr == c
-        if rows.any():
-            est[c] = (o_tr[rows].sum(0) + shrink * overall) / (rows.sum() + shrink)
-    return est
-
-
-def fit_category_model(x_tr: np.ndarray, cats_tr: np.ndarray, c: float = 1.0):
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=c, max_iter=2000).fit(x_tr, cats_tr)
-
-
 def main(argv=None) -> int:
     from rich.console import Console
     from rich.progress import Progress
@@ -58,6 +42,7 @@ def main(argv=None) -> int:
 
     from bench_routing import parse_sets, set_outcomes
     from textrouter import baselines as B
+    from textrouter.category import category_estimates, category_probs
     from textrouter.encoders import get_encoder
     from textrouter.evaluate import kfold_indices
     from textrouter.table import BUNDLED_TABLE, load_table, texts
@@ -96,9 +81,7 @@ def main(argv=None) -> int:
                     add("always direct", np.zeros(len(te), int))
                     add("best single (chosen on train folds)", B.best_single(x[tr], o[tr], x[te], len(te)))
                     for kind, (cats, n_cats) in codes.items():
-                        model = fit_category_model(x[tr], cats[tr])
-                        p = np.zeros((len(te), n_cats))
-                        p[:, model.classes_] = model.predict_proba(x[te])
+                        p = category_probs(x[tr], cats[tr], n_cats, x[te])  # the classifier `train` fits
                         for sh in shrinks:
                             est = category_estimates(cats[tr], o[tr], n_cats, sh)
                             tag = f" (s={sh:g})" if len(shrinks) > 1 else ""

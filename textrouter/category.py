@@ -14,15 +14,13 @@ head uses it without needing it at routing time:
    regression on the same rows: softmax(W x + b) ~ q. A linear head is what every engine exports
    (the static engine folds it into its token table), so nothing downstream changes.
 
-`train --recipe auto` scores it beside the GRPO heads (selection candidates "category-s0",
-"category-s5", textrouter.selection) when the table has a category column (`CATEGORY_FIELDS`,
-looked up in each row's metadata), and keeps whichever wins by inner CV. Starting GRPO from this
+`train --recipe auto` scores these heads instead of the GRPO heads (selection candidates
+"category-s0", "category-s5", textrouter.selection) when the table has a category column
+(`CATEGORY_FIELDS`, looked up in each row's metadata), and keeps the better by inner CV. Starting GRPO from this
 head instead (as the initial policy and KL reference) lost most of its gain on set B in a nested-CV
 probe, so the head is used as it is. numpy + scipy only.
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import numpy as np
 
@@ -118,11 +116,3 @@ def fit_category_head(x, codes: np.ndarray, outcomes, shrink: float,
     w, b = _softmax_regression(np.asarray(x, dtype=np.float64), q, DISTILL_L2)
     return w.astype(np.float32), b.astype(np.float32)
 
-
-def check_codes(codes: Sequence[int] | None, n_rows: int) -> np.ndarray | None:
-    if codes is None:
-        return None
-    codes = np.asarray(codes, dtype=np.int64)
-    if codes.shape != (n_rows,):
-        raise ValueError(f"category codes must be [{n_rows}] (one per row), got shape {codes.shape}")
-    return codes

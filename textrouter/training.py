@@ -177,12 +177,12 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
             cands = usable(p.candidates, cats)
             if on_stage:
                 on_stage(f"selecting among {len(cands)} candidate recipe(s) by inner CV"
-                         + (f" (categories: {len(found[1])} values of {found[2]!r})" if found else ""))
+                         + (f" (categories: {n_cats} values of {found[2]!r})" if found else ""))
             sel = select(x, o, mapping.actions, opts, cands, seed=opts.seed, costs=p.costs,
                          max_tool_rate=p.max_tool_rate, cats=cats, n_cats=n_cats, fit_margin=p.fit_margin)
-            head = fit_ensemble(x, o, sel.candidate, opts, opts.seed, cats, n_cats)
             t_fit = time.perf_counter()
-            if sel.candidate.kind == "category":  # no GRPO run: no reward curve
+            head = fit_ensemble(x, o, sel.candidate, opts, opts.seed, cats, n_cats)
+            if sel.candidate.kind == "category":  # no GRPO run: no reward curve; the time is the head fit
                 res = TrainResult(None, head, [], time.perf_counter() - t_fit, opts)
             else:
                 # the curve of the chosen recipe's last ensemble member, for reward_curve.png
@@ -191,7 +191,7 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
             selection = {**sel.report, "recipe": p.recipe, "candidates": [c.to_dict() for c in cands],
                          "chosen": sel.candidate.to_dict(),
                          "category_field": found[2] if found else None,
-                         "categories": len(found[1]) if found else 0}
+                         "categories": n_cats or 0}
             decision = sel.rule
         else:
             res = train_head(x, o, opts, on_step)

@@ -623,6 +623,7 @@ class Cache(CacheMaintenance):
             self._memo.clear()
         self._memo[path] = (sig, digest)
 
+
 class _SetupBusy(Exception):
     """The connection setup was refused as busy (retried by Cache._open until the busy timeout)."""
 
