@@ -33,7 +33,7 @@ def test_spec_is_registered_with_music_rate():
     assert spec.sample_rate == SR
     assert spec.backend({}).startswith("numpy-dsp ")
     assert "tempo" in spec.limits and "pitch" in spec.limits
-    assert spec.version == "3"
+    assert spec.version == "4"
 
 
 TEMPO_TOL = 0.003   # relative: 0.3 % (measured 0.00 %, bounded by rounding at 0.09 %)

@@ -52,16 +52,37 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: fl
 
 
 def onset_envelope(y: np.ndarray, sr: int, hop: int = 512, n_fft: int = 2048, n_mels: int = 64,
-                   top_db: float = 50.0) -> np.ndarray:
+                   top_db: float = 50.0, S: np.ndarray | None = None) -> np.ndarray:
     """Onset strength per frame: mean over mel bands of the positive change in log power (dB),
     dB floored `top_db` below the clip's peak band level (50 dB: lower, the sidelobe leakage of a
-    steady tone flickers by ~1 dB from frame to frame and reads as onsets)."""
-    S = stft_mag(y, n_fft, hop) ** 2
+    steady tone flickers by ~1 dB from frame to frame and reads as onsets).
+    `S`: the clip's stft_mag(y, n_fft, hop) when the caller already has it (not recomputed)."""
+    S = (stft_mag(y, n_fft, hop) if S is None else S) ** 2
     M = mel_filterbank(sr, n_fft, n_mels, fmin=30.0, fmax=min(8000.0, sr / 2.0)) @ S
     db = 10.0 * np.log10(np.maximum(M, 1e-10))
     db = np.maximum(db, db.max() - top_db)
     flux = np.maximum(0.0, np.diff(db, axis=1)).mean(axis=0)
     return np.concatenate([[0.0], flux]).astype(np.float64)
+
+
+def log_flux_envelope(S: np.ndarray, gamma: float = 1000.0) -> np.ndarray:
+    """Log-compressed spectral flux per frame from a magnitude STFT `S` [bins, frames]: the mean over
+    linear-frequency bins of the positive frame-to-frame change of log(1 + gamma |X| / max |X|)
+    (natural-log units; Klapuri 1999, Mueller 2015 sec. 6.1). Used for tempo (tempo.py) where
+    onset_envelope's mel dB flux is dominated by the bass: linear bins give the highs, where
+    drums' transients are, their bandwidth's share (half the bins lie above sr / 4), and the
+    compression (a soft floor ~20 log10(gamma) = 60 dB below the clip's loudest bin) lets quiet
+    hi-hats and snares count beside the kick. Frame 0 is 0 (no previous frame)."""
+    n = S.shape[1]
+    top = float(S.max()) if S.size else 0.0
+    out = np.zeros(n)
+    if n < 2 or top <= 0.0:
+        return out
+    step = 4096                                   # frames per block (bounds memory on long clips)
+    for a in range(1, n, step):                   # block a..b needs frame a - 1 as its reference
+        L = np.log1p(np.float32(gamma / top) * S[:, a - 1:a + step].astype(np.float32))
+        out[a:a + step] = np.maximum(0.0, np.diff(L, axis=1)).mean(axis=0, dtype=np.float64)
+    return out
 
 
 def hpss_masks(S: np.ndarray, time_width: int = 9, freq_width: int = 31) -> tuple[np.ndarray, np.ndarray]:

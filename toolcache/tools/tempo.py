@@ -2,8 +2,10 @@
 
 Used by `audio_features` (features.py). numpy only.
 
-1. Onset envelope (dsp.onset_envelope, 512-sample hop = 23.2 ms at 22.05 kHz), minus its 1-s
-   moving average (so slow loudness changes do not look periodic).
+1. Onset envelope (audio_features v4: dsp.log_flux_envelope, the log-compressed linear-bin
+   spectral flux; 512-sample hop = 23.2 ms at 22.05 kHz), minus its 1-s moving average (so slow
+   loudness changes do not look periodic). The acf-heuristic weights below were set on the
+   earlier mel dB flux (dsp.onset_envelope) and read drum loops worse on this one.
 2. Salience of a tempo T (BPM), `SALIENCES` (default "acf-dft"):
    - "acf-dft": the envelope's autocorrelation at the beat period L = 60 fps / T frames times the
      magnitude of its Fourier transform at T / 60 Hz (Peeters 2007). A pulse at T makes the
