@@ -21,6 +21,14 @@ a held-out question gets the argmax for its category (ties: the lower index, dir
 
 Baselines on the same splits: always direct, best single action (chosen on the training part),
 oracle. The default `train` row is bench/bench_routing.py's (same seeds and folds).
+
+`--variants` adds the stop-22 attempts at set C's target, each on the predicted sub-category
+with s = 5 unless named: "hierarchical" (a sub-category's estimate shrunk by 5 rows toward its
+task's estimate, itself shrunk toward the table-wide one, instead of straight to the table-wide
+one); "switch from best single at gain > g" (keep the training part's best action unless
+another's expected accuracy beats it by more than g, g = 0.02, 0.05); "classifier temperature
+T" (P(category | question) flattened, T = 2); "k nearest questions" (no categories: the
+shrunk mean outcome of the k = 10 / 50 most similar training questions, cosine).
 """
 from __future__ import annotations
 
@@ -52,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--k", type=int, default=5, help="outer folds")
     ap.add_argument("--shrink", default="5", help="comma-separated shrinkage strengths s (rows)")
+    ap.add_argument("--variants", action="store_true", help="also the stop-22 variants (docstring)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     sets = parse_sets(ap, args.sets)
@@ -87,6 +96,8 @@ def main(argv=None) -> int:
                             tag = f" (s={sh:g})" if len(shrinks) > 1 else ""
                             add(f"by true {kind}{tag}", est[cats[te]].argmax(1))
                             add(f"by predicted {kind}{tag}", (p @ est).argmax(1))
+                    if args.variants:
+                        variants(add, x, o, tr, te, codes)
                     res.setdefault("oracle", []).append(B.oracle_accuracy(o[te]))
                     bar.advance(job)
             doc["sets"][s] = {name: {"mean": float(np.mean(v)), "sd": float(np.std(v)), "n_folds": len(v)}
@@ -107,6 +118,34 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
+
+
+def variants(add, x, o, tr, te, codes, s: float = 5.0) -> None:
+    """The --variants rows for one outer split (training part tr, held-out te)."""
+    from textrouter.category import category_estimates, category_probs
+
+    sub, n_sub = codes["sub-category"]
+    task, n_task = codes["task"]
+    p = category_probs(x[tr], sub[tr], n_sub, x[te])
+    est = category_estimates(sub[tr], o[tr], n_sub, s)
+    parent = category_estimates(task[tr], o[tr], n_task, s)
+    hier = est.copy()
+    for c in range(n_sub):
+        rows = sub[tr] == c
+        if rows.any():  # the task most of the category's rows belong to (MMAU: all of them)
+            hier[c] = (o[tr][rows].sum(0) + s * parent[np.bincount(task[tr][rows]).argmax()]) / (rows.sum() + s)
+    add("variant: hierarchical sub-category -> task (s=5)", (p @ hier).argmax(1))
+    q, best = p @ est, int(o[tr].mean(0).argmax())
+    for g in (0.02, 0.05):
+        gain = q - q[:, [best]]
+        add(f"variant: switch from best single at gain > {g:g}", np.where(gain.max(1) > g, gain.argmax(1), best))
+    z = np.log(np.clip(p, 1e-12, None)) / 2.0
+    pt = np.exp(z - z.max(1, keepdims=True))
+    add("variant: classifier temperature 2", ((pt / pt.sum(1, keepdims=True)) @ est).argmax(1))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    near = np.argsort(-(xn[te] @ xn[tr].T), 1)
+    for k in (10, 50):
+        add(f"variant: {k} nearest questions", ((o[tr][near[:, :k]].sum(1) + s * o[tr].mean(0)) / (k + s)).argmax(1))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,16 @@ MUTANTS: list[Mutant] = [
       "pending = [q for q in dataset.questions if q.id not in done]", "pending = list(dataset.questions)",
       ("tests/test_collect_batch.py", "tests/test_crash_safety.py"), "collect re-runs rows already in the table",
       k="collect"),
+    # --- textrouter/head.py, textrouter/static.py (category mixture heads) ---------------------
+    M("mixture_logits_without_log", "textrouter/head.py",
+      "return np.log(_softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64))",
+      "return (_softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64))",
+      ("tests/test_category.py",), "mixture logits are q, not log q (probabilities no longer the expected accuracies)",
+      k="mixture"),
+    M("static_fold_drops_mixture", "textrouter/static.py",
+      "return z if self.mix is None else torch.log(torch.softmax(z, dim=-1) @ self.mix)", "return z",
+      ("tests/test_category.py",), "static export folds a mixture head's classifier but drops softmax and estimates",
+      k="static_engine"),
     # --- textrouter/grpo.py, textrouter/evaluate.py ------------------------------------------
     M("grpo_kl_sign", "textrouter/grpo.py",
       "loss = -(objective - opts.beta * kl).mean()", "loss = -(objective + opts.beta * kl).mean()",

@@ -22,6 +22,14 @@ def _table(tmp_path, rows, name="t.jsonl"):
     return p
 
 
+def _clustered(n: int, k: int, seed: int, d: int = 16):
+    """(rng, codes [n] = i mod k, embeddings [n, d] float32 clustered by code, centres 2 sd apart)."""
+    rng = np.random.default_rng(seed)
+    codes = np.arange(n) % k
+    centres = rng.normal(size=(k, d)) * 2.0
+    return rng, codes, (centres[codes] + rng.normal(size=(n, d))).astype(np.float32)
+
+
 def test_bundled_table_categories_are_found():
     codes, names, field = K.category_codes(load_table(BUNDLED_TABLE))
     assert field == "sub_category" and len(names) == 27 and codes.shape == (499,)
@@ -43,11 +51,7 @@ def test_category_head_routes_unseen_questions_of_a_category_to_its_best_action(
     """Two categories, embeddings clustered by category: action 1 is right on category 0 only,
     action 0 on category 1. The distilled linear head must route held-out questions by cluster
     (a head that ignored the categories would pick one action for all)."""
-    rng = np.random.default_rng(0)
-    n, d = 200, 16
-    codes = np.arange(n) % 2
-    centres = rng.normal(size=(2, d)) * 2.0
-    x = (centres[codes] + rng.normal(size=(n, d))).astype(np.float32)
+    rng, codes, x = _clustered(n := 200, 2, seed=0)
     o = np.zeros((n, 2), np.int8)
     o[codes == 0, 1] = 1                                 # tool right, direct wrong
     o[codes == 1, 0] = rng.random((codes == 1).sum()) < 0.7  # direct right 70 %, tool never
@@ -78,6 +82,8 @@ def test_selection_skips_category_candidates_without_codes_and_validates_kinds()
     assert all(c.kind == "grpo" for c in usable(auto, None))
     with pytest.raises(ValueError, match="valid: grpo, category"):
         Candidate("x", kind="lookup")
+    with pytest.raises(ValueError, match="valid: mixture, linear"):
+        Candidate("x", kind="category", head="tree")
     with pytest.raises(ValueError, match="shrink must be >= 0"):
         Candidate("x", kind="category", shrink=-1)
 
@@ -107,8 +113,9 @@ def test_train_records_the_category_field_and_no_categories_turns_them_off(tmp_p
 
 
 def test_a_category_router_exports_and_routes_like_its_checkpoint(tmp_path):
-    """The chosen category head is a plain linear head: the ONNX router gives the torch policy's
-    action on the check questions (export's agreement check) and routes a question."""
+    """The chosen category head is a mixture head (textrouter.head) on the MiniLM engine: the ONNX
+    router gives the torch policy's action on the check questions (export's agreement check) and
+    routes a question; meta and router.json name the head's categories."""
     rows = [json.loads(line) for line in BUNDLED_TABLE.read_text(encoding="utf-8").splitlines()[:150]]
     table = _table(tmp_path, rows)
     # force the category head: --category-field keeps the selection, a one-kind candidate set is
@@ -126,6 +133,8 @@ def test_a_category_router_exports_and_routes_like_its_checkpoint(tmp_path):
     policy, res, meta = fit_router(loaded, mapping, p, table.name)
     assert meta["selection"]["chosen"]["kind"] == "category" and res.curve == []
     assert meta["metrics"]["final_mean_reward"] is None and meta["metrics"]["steps"] == 0
+    assert meta["head"]["kind"] == "mixture" and meta["head"]["category_field"] == "sub_category"
+    assert len(meta["head"]["categories"]) == policy.head.mix.shape[0] == len({r["sub_category"] for r in rows})
     save_checkpoint(policy, tmp_path / "ck", meta)
     out = runner.invoke(app, ["export", str(tmp_path / "ck"), "--out", str(tmp_path / "r"), "--json"])
     assert out.exit_code == 0, out.stderr
@@ -155,3 +164,70 @@ def test_select_routes_by_argmax_unless_a_margin_is_asked_for():
     assert any(abs(m - fitted.margin) < 1e-12 for m, _, _ in fitted.curve)
     budget = select(x, o, ["direct", "asr"], base, get_candidates("grpo"), max_tool_rate=0.1).rule
     assert budget.fit["tool_rate"] <= 0.1 + 1e-9
+
+
+def test_the_mixture_head_is_the_category_router_exactly():
+    """fit_category_mixture's probabilities are the normalised expected accuracies
+    sum_c P(c | x) est_ca (no distillation), and they route held-out questions by cluster."""
+    from textrouter.head import head_probs
+
+    rng, codes, x = _clustered(n := 240, 3, seed=1)
+    o = np.zeros((n, 3), np.int8)
+    for c in range(3):                                   # action c is right on category c only
+        o[codes == c, c] = rng.random((codes == c).sum()) < 0.8
+    tr, te = np.arange(180), np.arange(180, n)
+    head = K.fit_category_mixture(x[tr], codes[tr], o[tr], shrink=5.0, n_cats=3)
+    assert [a.shape for a in head] == [(3, 16), (3,), (3, 3)]
+    q = K.expected_accuracy(x[tr], codes[tr], o[tr], 3, 5.0, x[te])
+    p = head_probs(x[te], head)
+    np.testing.assert_allclose(p, q / q.sum(1, keepdims=True), atol=1e-5)
+    assert (p.argmax(1) == codes[te]).mean() >= 0.95
+
+
+def test_a_category_absent_from_the_training_rows_is_left_out_of_the_mixture():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    codes = np.where(np.arange(40) < 20, 0, 2)         # code 1 never occurs
+    o = (rng.random((40, 2)) < 0.5).astype(np.int8)
+    w, b, m = K.fit_category_mixture(x, codes, o, shrink=0.0, n_cats=3)
+    assert w.shape[0] == b.shape[0] == m.shape[0] == 2
+    assert np.all(m > 0) and np.isfinite(np.log(m)).all()  # an action never right in a category: floored
+
+
+def test_a_mixture_router_of_the_static_engine_exports_with_its_probabilities(tmp_path):
+    """Static engine, mixture head: checkpoint round trip and ONNX export keep the numpy head's
+    probabilities on real questions (the classifier folded into the token table, softmax and the
+    estimates after the mean), and router.json says which head it is."""
+    import textrouter
+    from textrouter.checkpoint import load_checkpoint
+    from textrouter.encoders import get_encoder
+    from textrouter.head import head_probs
+    from textrouter.model import save_checkpoint
+    from textrouter.table import ActionMapping, outcome_matrix, texts
+
+    mapping = ActionMapping("qwen2_audio_direct", {"asr": "whisper_asr_then_gpt4o",
+                                                    "caption": "qwen2_caption_then_gpt4o"})
+    table = load_table(BUNDLED_TABLE, mapping)
+    codes, names, field = K.category_codes(table)
+    spec = get_encoder("minilm-static")
+    xs = texts(table)
+    x = spec.features(xs, 128)
+    o = outcome_matrix(table, mapping)
+    head = K.fit_category_mixture(x, codes, o, shrink=5.0)
+    policy = spec.policy_from_head(mapping.actions, head)
+    meta = {"actions": mapping.actions, "direct_action": "direct", "engine": "minilm-static", "max_length": 128,
+            "head": {"kind": "mixture", "category_field": field, "categories": names}}
+    save_checkpoint(policy, tmp_path / "ck", meta)
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    assert loaded.head.mix.shape == (27, 3)
+    out = runner.invoke(app, ["export", str(tmp_path / "ck"), "--out", str(tmp_path / "r"), "--json"])
+    assert out.exit_code == 0, out.stderr
+    assert json.loads((tmp_path / "r" / "router.json").read_text())["head"]["kind"] == "mixture"
+    rows = table.rows[:40]
+    want = head_probs(x[:40], head)
+    for precision, atol, agree in (("fp32", 1e-4, 1.0), ("int8", 1e-2, 0.95)):
+        router = textrouter.load_router(tmp_path / "r", precision=precision)
+        got = router.route_batch([{"question": r.question, "choices": r.choices} for r in rows])
+        probs = np.array([[g["probs"][a] for a in mapping.actions] for g in got])
+        np.testing.assert_allclose(probs, want, atol=atol, err_msg=precision)
+        assert (probs.argmax(1) == want.argmax(1)).mean() >= agree, precision

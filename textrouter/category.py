@@ -10,9 +10,11 @@ head uses it without needing it at routing time:
 2. per category c and action a, the action's accuracy on the rows of c, shrunk toward its
    accuracy over the whole table: (correct_ca + s acc_a) / (n_c + s), s = `shrink` rows;
 3. the expected accuracy of each action for a question, q_a = sum_c P(c | question) est_ca,
-   normalised over the actions, distilled into one linear head (W, b) by soft-target softmax
-   regression on the same rows: softmax(W x + b) ~ q. A linear head is what every engine exports
-   (the static engine folds it into its token table), so nothing downstream changes.
+   normalised over the actions: the router's probabilities. `fit_category_mixture` returns it as
+   a mixture head (classifier W, b and the estimates M; textrouter.head), which every engine
+   exports exactly (the static engine folds the classifier into its token table).
+   `fit_category_head` distils q into one linear head instead (soft-target softmax regression,
+   softmax(W x + b) ~ q): the form used until stop 21, 1.8 points lower on set C under nested CV.
 
 `train --recipe auto` scores these heads instead of the GRPO heads (selection candidates
 "category-s0", "category-s5", textrouter.selection) when the table has a category column
@@ -87,12 +89,18 @@ def _softmax_regression(x: np.ndarray, targets: np.ndarray, l2: float) -> tuple[
     return res.x[:k * d].reshape(k, d), res.x[k * d:]
 
 
-def category_probs(x, codes: np.ndarray, n_cats: int, x_new) -> np.ndarray:
-    """P(category | embedding) [N_new, n_cats] from a classifier fitted on (x, codes)."""
-    x = np.asarray(x, dtype=np.float64)
+def category_classifier(x, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(W [K, D], b [K], present [K]): the multinomial logistic regression P(category | embedding)
+    over the K categories present in `codes` (step 1); `present` holds their codes."""
     present = np.unique(codes)
     onehot = (codes[:, None] == present[None, :]).astype(np.float64)
-    w, b = _softmax_regression(x, onehot, 1.0 / CLASSIFIER_C)
+    w, b = _softmax_regression(np.asarray(x, dtype=np.float64), onehot, 1.0 / CLASSIFIER_C)
+    return w, b, present
+
+
+def category_probs(x, codes: np.ndarray, n_cats: int, x_new) -> np.ndarray:
+    """P(category | embedding) [N_new, n_cats] from a classifier fitted on (x, codes)."""
+    w, b, present = category_classifier(x, codes)
     z = np.asarray(x_new, dtype=np.float64) @ w.T + b
     z = np.exp(z - z.max(1, keepdims=True))
     out = np.zeros((len(z), n_cats))
@@ -106,9 +114,24 @@ def expected_accuracy(x, codes: np.ndarray, outcomes, n_cats: int, shrink: float
     return category_probs(x, codes, n_cats, x if x_new is None else x_new) @ est
 
 
+def fit_category_mixture(x, codes: np.ndarray, outcomes, shrink: float,
+                         n_cats: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(W [K, D], b [K], M [K, A]) float32: the category router as a mixture head (textrouter.head):
+    the classifier of step 1 over the K categories present in `codes` and their shrunk accuracy
+    estimates (step 2), floored at head.MIN_MIX. Its probabilities are the normalised expected
+    accuracies q of step 3 exactly (no distillation)."""
+    from .head import MIN_MIX
+
+    n_cats = int(codes.max()) + 1 if n_cats is None else n_cats
+    w, b, present = category_classifier(x, codes)
+    est = category_estimates(codes, outcomes, n_cats, shrink)[present]
+    return w.astype(np.float32), b.astype(np.float32), np.maximum(est, MIN_MIX).astype(np.float32)
+
+
 def fit_category_head(x, codes: np.ndarray, outcomes, shrink: float,
                       n_cats: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(W [A, D], b [A]) float32: the linear head distilled from the expected accuracies (step 3)."""
+    """(W [A, D], b [A]) float32: the linear head distilled from the expected accuracies (step 3;
+    candidate head "linear": measured, not the default, fit_category_mixture is)."""
     n_cats = int(codes.max()) + 1 if n_cats is None else n_cats
     q = expected_accuracy(x, codes, outcomes, n_cats, shrink)
     q = np.clip(q, 1e-6, None)

@@ -5,7 +5,8 @@ minilm-static: textrouter.static); the registry imports them lazily and they nev
 the training modules above it (textrouter.grpo, .training, .checkpoint, .export), so the import
 graph has no cycle (tests/test_training_imports.py).
 
-An encoder turns router texts into features for the linear head and builds the torch policy that
+An encoder turns router texts into features for the head (linear or category mixture:
+textrouter.head) and builds the torch policy that
 `textrouter.export` writes to ONNX. Both produce the same ONNX signature (input_ids,
 attention_mask int64 [batch, seq] -> logits float32 [batch, actions]), so the torch-free runtime
 does not care which one a router folder holds; router.json records it as `engine`.

@@ -262,7 +262,7 @@ def router_meta(ckpt_meta: Mapping[str, Any], max_length: int) -> dict:
         "training": {**keep, "metrics": ckpt_meta.get("metrics", ckpt_meta.get("train_metrics"))},
     }
     # textrouter.decision's fitted rule and textrouter.selection's choice travel with the router
-    for extra in ("decision", "selection", "recipe"):
+    for extra in ("decision", "selection", "recipe", "head"):
         if extra in ckpt_meta:
             doc[extra] = ckpt_meta[extra]
     return doc

@@ -410,14 +410,11 @@ def train_lora(texts: Sequence[str], outcomes, actions: Sequence[str], opts: Tra
 
 
 def head_probs(features, head) -> Any:
-    """Softmax probabilities [N, A] of a numpy head (W, b) on embeddings [N, 384]."""
-    import numpy as np
+    """Softmax probabilities [N, A] of a numpy head, linear (W, b) or mixture (W, b, M)
+    (textrouter.head), on embeddings [N, D]."""
+    from .head import head_probs as probs
 
-    w, b = head
-    z = np.asarray(features, dtype=np.float32) @ w.T + b
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    return probs(features, head)
 
 
 def policy_probs(policy, texts: Sequence[str], max_length: int = 128, batch_size: int = 64):

@@ -162,18 +162,25 @@ def build_policy(actions: Sequence[str], lora: LoraOptions | None = None, seed: 
 
 
 def policy_from_head(actions: Sequence[str], head, seed: int = 0):
-    """A full RouterPolicy (frozen MiniLM + a trained numpy head (W [A, 384], b [A])), eval mode."""
-    torch = _torch()
+    """A full RouterPolicy (frozen MiniLM + a trained numpy head: linear (W [A, 384], b [A]) or
+    mixture (W [K, 384], b [K], M [K, A]), textrouter.head), eval mode."""
+    from .head import torch_head
+
     policy = build_policy(actions, None, seed=seed)
-    with torch.no_grad():
-        policy.head.weight.copy_(torch.as_tensor(head[0]))
-        policy.head.bias.copy_(torch.as_tensor(head[1]))
+    policy.head = torch_head(head)
     return policy.eval()
 
 
 def policy_for_state(state, n_actions: int):
-    """An empty MiniLM RouterPolicy to load a checkpoint state dict into."""
-    return __getattr__("RouterPolicy")(_load_encoder(), n_actions)
+    """An empty MiniLM RouterPolicy to load a checkpoint state dict into (its head's form and
+    shape read from the state: `head.mix` present = a mixture head)."""
+    from .head import mixture_categories, torch_head
+
+    policy = __getattr__("RouterPolicy")(_load_encoder(), n_actions)
+    k = mixture_categories(state)
+    if k is not None:
+        policy.head = torch_head(in_features=HIDDEN_SIZE, n_actions=n_actions, n_categories=k)
+    return policy
 
 
 def merge_lora(policy):

@@ -23,8 +23,10 @@ MIN_ROWS_FOR_SELECTION = 40  # below this, inner folds of ~10 rows say nothing: 
 
 ACTION_SUBSETS = ("all", "top2")
 # "grpo": a head-mode GRPO recipe; "category": textrouter.category's head (P(category | question)
-# x per-category action accuracy, distilled to a linear head), only on tables with categories
+# x per-category action accuracy, as a mixture head or its linear distillation: CATEGORY_HEADS),
+# only on tables with categories
 CANDIDATE_KINDS = ("grpo", "category")
+CATEGORY_HEADS = ("mixture", "linear")  # textrouter.category.fit_category_mixture / fit_category_head
 MASKED_LOGIT = -30.0  # bias of an action a candidate leaves out: exp(-30) ~ 1e-13, never chosen
 
 
@@ -44,10 +46,13 @@ class Candidate:
     actions: str = "all"   # ACTION_SUBSETS: "all", or "top2" = direct + the tool best on the training rows
     kind: str = "grpo"     # CANDIDATE_KINDS
     shrink: float = 0.0    # kind "category": rows of shrinkage toward the table-wide action accuracy
+    head: str = "mixture"  # kind "category": CATEGORY_HEADS, the exact mixture or its linear distillation
 
     def __post_init__(self) -> None:
         if self.kind not in CANDIDATE_KINDS:
             raise ValueError(f"candidate kind {self.kind!r} unknown; valid: {', '.join(CANDIDATE_KINDS)}")
+        if self.head not in CATEGORY_HEADS:
+            raise ValueError(f"category head {self.head!r} unknown; valid: {', '.join(CATEGORY_HEADS)}")
         if not self.shrink >= 0:
             raise ValueError(f"shrink must be >= 0 rows, got {self.shrink}")
         if self.ensemble < 1:
@@ -87,6 +92,9 @@ CANDIDATE_SETS: dict[str, tuple[Candidate, ...]] = {
     "single": (Candidate("aligned-10ep", "aligned", 10, 1e-2, 0.01, 1),),
     "category": (Candidate("category-s0", kind="category", shrink=0.0),
                  Candidate("category-s5", kind="category", shrink=5.0)),
+    # the category heads distilled into one linear head (the default until stop 21)
+    "category-linear": (Candidate("category-s0-linear", kind="category", shrink=0.0, head="linear"),
+                        Candidate("category-s5-linear", kind="category", shrink=5.0, head="linear")),
     # measured alternatives, kept runnable for the bench (`--candidates wide`)
     "wide": (
         Candidate("aligned-10ep", "aligned", 10, 1e-2, 0.01, 1),
@@ -126,11 +134,12 @@ def fit_ensemble(x, o, cand: Candidate, base, seed: int = 0, cats=None, n_cats: 
 
     o = np.asarray(o)
     if cand.kind == "category":
-        from .category import fit_category_head
+        from .category import fit_category_head, fit_category_mixture
 
         if cats is None:
             raise ValueError(f"candidate {cand.name} needs category codes (the table has no category column)")
-        return fit_category_head(x, np.asarray(cats), o, cand.shrink, n_cats)
+        fit = fit_category_mixture if cand.head == "mixture" else fit_category_head
+        return fit(x, np.asarray(cats), o, cand.shrink, n_cats)
     keep = np.arange(o.shape[1])
     if cand.actions == "top2":  # direct + the single tool with the best training accuracy
         keep = np.array([0, 1 + int(np.argmax(o[:, 1:].mean(0)))])

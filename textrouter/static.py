@@ -167,33 +167,41 @@ def _policy_classes():
             return FoldedStaticPolicy(self)
 
     class FoldedStaticPolicy(torch.nn.Module):
-        """logits = weighted mean of T[input_ids] + b with T = E W^T: float32 [V, A] (exact algebra)."""
+        """logits = weighted mean of T[input_ids] + b with T = E W^T: float32 [V, A] (exact algebra);
+        a mixture head (textrouter.head) folds its linear map the same way ([V, K]) and applies
+        log(softmax(.) @ M) after the mean."""
 
         def __init__(self, policy):
             super().__init__()
+            lin = getattr(policy.head, "lin", policy.head)
             with torch.no_grad():
-                folded = policy.embed.weight.double() @ policy.head.weight.double().T
+                folded = policy.embed.weight.double() @ lin.weight.double().T
             self.table = torch.nn.Parameter(folded.float(), requires_grad=False)
-            self.bias = torch.nn.Parameter(policy.head.bias.detach().clone(), requires_grad=False)
+            self.bias = torch.nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
             self.register_buffer("weights", policy.weights.clone())
+            mix = getattr(policy.head, "mix", None)
+            self.register_buffer("mix", None if mix is None else mix.detach().clone())
 
         def forward(self, input_ids, attention_mask):
             rows = torch.nn.functional.embedding(input_ids, self.table)
-            return weighted_mean(rows, self.weights, input_ids, attention_mask) + self.bias
+            z = weighted_mean(rows, self.weights, input_ids, attention_mask) + self.bias
+            return z if self.mix is None else torch.log(torch.softmax(z, dim=-1) @ self.mix)
 
     return StaticPolicy, FoldedStaticPolicy
 
 
-def build_static_policy(n_actions: int, head=None, table=None, weights=None):
-    """A StaticPolicy over the distilled table; `head` = (W [A, 384], b [A]) numpy, or random init.
-    `table`/`weights` None: the cached distilled table / TEMPLATE_TOKENS weights."""
-    import torch
+def build_static_policy(n_actions: int, head=None, table=None, weights=None, n_categories: int | None = None):
+    """A StaticPolicy over the distilled table; `head` = a numpy head, linear (W [A, 384], b [A]) or
+    mixture (W [K, 384], b [K], M [K, A]) (textrouter.head), or random init (a mixture of
+    `n_categories` when given). `table`/`weights` None: the cached distilled table / TEMPLATE_TOKENS weights."""
+    from .head import torch_head
 
     policy = _policy_classes()[0](static_table() if table is None else table, n_actions, weights)
     if head is not None:
-        with torch.no_grad():
-            policy.head.weight.copy_(torch.as_tensor(head[0]))
-            policy.head.bias.copy_(torch.as_tensor(head[1]))
+        policy.head = torch_head(head)
+    elif n_categories:
+        policy.head = torch_head(in_features=policy.embed.weight.shape[1], n_actions=n_actions,
+                                 n_categories=n_categories)
     return policy.eval()
 
 
@@ -205,4 +213,7 @@ def policy_from_head(actions: Sequence[str], head, seed: int = 0):
 def policy_for_state(state, n_actions: int):
     """Engine hook: an empty static policy for a checkpoint state dict; the distilled table and the
     token weights travel in the checkpoint (no re-distillation)."""
-    return build_static_policy(n_actions, table=state["embed.weight"].numpy(), weights=state["weights"].numpy())
+    from .head import mixture_categories
+
+    return build_static_policy(n_actions, table=state["embed.weight"].numpy(), weights=state["weights"].numpy(),
+                               n_categories=mixture_categories(state))

@@ -163,6 +163,7 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
     _, _, truncated = encode(xs, opts.max_length)
     t0 = time.perf_counter()
     selection = decision = None
+    head_doc: dict[str, Any] = {"kind": "linear"}   # textrouter.head's form of the trained head
     if opts.mode == "head":
         spec = get_encoder(opts.encoder)
         if on_stage:
@@ -193,6 +194,10 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
                          "category_field": found[2] if found else None,
                          "categories": n_cats or 0}
             decision = sel.rule
+            if found and sel.candidate.kind == "category" and len(head) == 3:
+                # the mixture's components, in its order (textrouter.head: logit c of the classifier)
+                head_doc = {"kind": "mixture", "category_field": found[2],
+                            "categories": [found[1][c] for c in np.unique(cats)]}
         else:
             res = train_head(x, o, opts, on_step)
         probs = head_probs(x, res.head)
@@ -234,6 +239,7 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
         "options": trained.to_dict(),
         "metrics": metrics,
     }
+    meta["head"] = head_doc
     if selection is not None:
         meta["selection"] = selection
     if decision is not None:
