@@ -104,12 +104,12 @@ MUTANTS: list[Mutant] = [
       k="collect"),
     # --- textrouter/head.py, textrouter/static.py (category mixture heads) ---------------------
     M("mixture_logits_without_log", "textrouter/head.py",
-      "return np.log(_softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64))",
-      "return (_softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64))",
+      "return np.log(softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64))",
+      "return (softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64))",
       ("tests/test_category.py",), "mixture logits are q, not log q (probabilities no longer the expected accuracies)",
       k="mixture"),
     M("static_fold_drops_mixture", "textrouter/static.py",
-      "return z if self.mix is None else torch.log(torch.softmax(z, dim=-1) @ self.mix)", "return z",
+      "return z if self.mix is None else mixture_logits(z, self.mix)", "return z",
       ("tests/test_category.py",), "static export folds a mixture head's classifier but drops softmax and estimates",
       k="static_engine"),
     # --- textrouter/grpo.py, textrouter/evaluate.py ------------------------------------------

@@ -89,12 +89,10 @@ def _onnx_logprobs(path: Path, batches, threads: int = 1):
                            for i, m in batches])
 
 
-def _softmax(x):
-    import numpy as np
+def _softmax(logits):
+    from textrouter.head import softmax
 
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return softmax(logits)
 
 
 def export_causal(model, tokenizer, prompt, out_dir: str | os.PathLike, check_texts: Sequence[str],

@@ -109,12 +109,10 @@ def _encode_batches(tokenizer, texts: Sequence[str], batch: int = CHECK_BATCH):
                np.array([e.attention_mask for e in encs], dtype=np.int64))
 
 
-def _softmax(x):
-    import numpy as np
+def _softmax(logits):
+    from textrouter.head import softmax
 
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return softmax(logits)
 
 
 def torch_probs(policy, batches) -> Any:

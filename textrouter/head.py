@@ -32,25 +32,17 @@ def head_actions(head) -> int:
     return int(np.asarray(head[2]).shape[1] if is_mixture(head) else np.asarray(head[1]).shape[0])
 
 
-def check_head(head) -> None:
-    """ValueError when the shapes of a head's arrays do not fit together (names the expected shapes)."""
-    if len(head) not in (2, 3):
-        raise ValueError(f"a head is (W, b) or (W, b, M), got {len(head)} arrays")
-    w, b = np.asarray(head[0]), np.asarray(head[1])
-    if w.ndim != 2 or b.shape != (w.shape[0],):
-        raise ValueError(f"head W must be [K, D] and b [K], got {w.shape} and {b.shape}")
-    if is_mixture(head):
-        m = np.asarray(head[2])
-        if m.ndim != 2 or m.shape[0] != w.shape[0]:
-            raise ValueError(f"mixture M must be [K={w.shape[0]}, A], got {m.shape}")
-        if not (np.isfinite(m).all() and (m > 0).all()):
-            raise ValueError("mixture M must be finite and > 0 (accuracies floored at MIN_MIX)")
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (logits -> probabilities; shared by export, runtime and heads)."""
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def mixture_logits(z, mix):
+    """log(softmax(z) @ mix) for torch tensors: a mixture head's part after its linear map (the
+    MiniLM engine applies it to lin(x), the static engine to the pooled folded table)."""
+    return (z.softmax(dim=-1) @ mix).log()
 
 
 def head_logits(features, head) -> np.ndarray:
@@ -59,12 +51,12 @@ def head_logits(features, head) -> np.ndarray:
     z = np.asarray(features, dtype=np.float32) @ np.asarray(w, dtype=np.float32).T + np.asarray(b, dtype=np.float32)
     if not is_mixture(head):
         return z
-    return np.log(_softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64)).astype(np.float32)
+    return np.log(softmax(z.astype(np.float64)) @ np.asarray(head[2], dtype=np.float64)).astype(np.float32)
 
 
 def head_probs(features, head) -> np.ndarray:
     """Softmax probabilities [N, A] of a numpy head on features [N, D]."""
-    return _softmax(head_logits(features, head).astype(np.float64)).astype(np.float32)
+    return softmax(head_logits(features, head).astype(np.float64)).astype(np.float32)
 
 
 def torch_head(head=None, in_features: int | None = None, n_actions: int | None = None,
@@ -75,9 +67,8 @@ def torch_head(head=None, in_features: int | None = None, n_actions: int | None 
     import torch
 
     if head is not None:
-        w = torch.as_tensor(np.asarray(head[0], dtype=np.float32))
-        in_features = w.shape[1]
-        n_categories = w.shape[0] if is_mixture(head) else None
+        n_categories, in_features = np.asarray(head[0]).shape
+        n_categories = n_categories if is_mixture(head) else None
         n_actions = head_actions(head)
     lin = torch.nn.Linear(in_features, n_categories if n_categories else n_actions)
     module = lin if not n_categories else _mixture_class()(lin, n_categories, n_actions)
@@ -90,9 +81,9 @@ def torch_head(head=None, in_features: int | None = None, n_actions: int | None 
     return module
 
 
-def mixture_categories(state: dict, prefix: str = "head.") -> int | None:
+def mixture_categories(state: dict) -> int | None:
     """K of a mixture head in a checkpoint state dict (key `head.mix`), None for a linear head."""
-    mix = state.get(prefix + "mix")
+    mix = state.get("head.mix")
     return None if mix is None else int(mix.shape[0])
 
 
@@ -105,23 +96,15 @@ def _mixture_class():
         import torch
 
         class MixtureLayer(torch.nn.Module):
-            """logits = log(softmax(lin(x)) @ mix); `post` applies the part after the linear map
-            (the static engine folds `lin` into its token table and calls `post` on the pooled sum)."""
+            """logits = log(softmax(lin(x)) @ mix) (mixture_logits after the linear map)."""
 
             def __init__(self, lin, n_categories: int, n_actions: int):
                 super().__init__()
                 self.lin = lin
                 self.register_buffer("mix", torch.full((n_categories, n_actions), 1.0 / n_actions))
 
-            @property
-            def in_features(self) -> int:
-                return self.lin.in_features
-
-            def post(self, z):
-                return torch.log(torch.softmax(z, dim=-1) @ self.mix)
-
             def forward(self, x):
-                return self.post(self.lin(x))
+                return mixture_logits(self.lin(x), self.mix)
 
         _MIXTURE = MixtureLayer
     return _MIXTURE

@@ -43,11 +43,9 @@ BATCH_INVARIANT_ENGINES = ("minilm-static",)
 
 
 def _softmax(logits):
-    import numpy as np
+    from textrouter.head import softmax
 
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return softmax(logits)
 
 
 def _item_parts(item: Any) -> tuple[str, str, str]:

@@ -145,6 +145,8 @@ def features(texts: Sequence[str], max_length: int = 128, chunk: int = 256):
 def _policy_classes():
     import torch
 
+    from .head import mixture_logits
+
     def weighted_mean(rows, weights, input_ids, attention_mask):
         w = (attention_mask.float() * torch.nn.functional.embedding(input_ids, weights[:, None])[..., 0]).unsqueeze(-1)
         return (rows * w).sum(1) / w.sum(1).clamp(min=1e-9)
@@ -185,7 +187,7 @@ def _policy_classes():
         def forward(self, input_ids, attention_mask):
             rows = torch.nn.functional.embedding(input_ids, self.table)
             z = weighted_mean(rows, self.weights, input_ids, attention_mask) + self.bias
-            return z if self.mix is None else torch.log(torch.softmax(z, dim=-1) @ self.mix)
+            return z if self.mix is None else mixture_logits(z, self.mix)
 
     return StaticPolicy, FoldedStaticPolicy
 

@@ -149,6 +149,7 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
     from .embed_cache import encode
     from .encoders import get_encoder
     from .grpo import head_probs, policy_probs, train_head, train_lora
+    from .head import is_mixture
     from .model import ENCODER_ID
     from .table import outcome_matrix, texts
 
@@ -194,7 +195,7 @@ def fit_router(table, mapping, opts_or_plan, table_name: str, on_step: StepCallb
                          "category_field": found[2] if found else None,
                          "categories": n_cats or 0}
             decision = sel.rule
-            if found and sel.candidate.kind == "category" and len(head) == 3:
+            if is_mixture(head):  # a category candidate: found holds the field and names
                 # the mixture's components, in its order (textrouter.head: logit c of the classifier)
                 head_doc = {"kind": "mixture", "category_field": found[2],
                             "categories": [found[1][c] for c in np.unique(cats)]}
