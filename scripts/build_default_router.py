@@ -9,12 +9,12 @@ real outcome table (textrouter/data/mmau-mini-outcomes-dev.jsonl, 499 MMAU test-
     direct = qwen2_audio_direct        (Qwen2-Audio-7B-Instruct answering from the audio)
     asr    = whisper_asr_then_gpt4o    (Whisper transcript, then a reasoner answers)
 
-Training uses textrouter's own API (the same code as `audiorouter train`): `--recipe auto` with
-`--no-categories --fit-margin` by default: head mode on frozen MiniLM embeddings (or the
-minilm-static table for `fast`), the GRPO reward chosen per table by a 4-fold inner CV, and the
-decision margin (call asr only when p(asr) - p(direct) > margin) fitted on the out-of-fold
-probabilities and stored in router.json `decision`. (`train`'s own default on this table would
-fit category heads: better by nested CV on MMAU, worse on hand-written questions; see README.)
+Training uses textrouter's own API (the same code as `audiorouter train`): `--recipe auto`, what
+`audiorouter train` does with no flags: frozen MiniLM embeddings (or the minilm-static table for
+`fast`), candidates scored by a 4-fold inner CV; on this table (27 MMAU sub-categories) that picks
+a category mixture head (P(category | question) times each action's accuracy per category,
+textrouter/head.py), argmax decision recorded in router.json `decision`. Until stop 22 both were
+GRPO heads with a fitted margin (`--no-categories --fit-margin`); numbers in train() below.
 `--recipe paper` gives the paper's LoRA recipe. The export is `textrouter.export.export_policy` (fp32 ONNX checked against torch,
 int8 checked against fp32 on the 499 questions); only the int8 model is shipped.
 
@@ -28,7 +28,7 @@ re-running on the same machine gives the same model.int8.onnx bytes (router.json
     python scripts/build_default_router.py --out /tmp/r    # somewhere else
 
 The fast router: same table, actions and recipe, `--encoder minilm-static`; its export folds the
-head into the token table (int8 file ~94 KB).
+classifier into the token table ([30522, 27], int8 file ~858 KB).
 
 Retrain for your reasoner and tools: collect an outcome table with `audiorouter collect`, then
 `audiorouter train TABLE --direct COL --tool asr=COL ... --out CKPT && audiorouter export CKPT`.
@@ -60,12 +60,12 @@ def train(recipe: str, seed: int, encoder: str = "minilm"):
 
     mapping = ActionMapping(direct=DIRECT_COLUMN, tools=TOOL_COLUMNS)
     table = load_table(BUNDLED_TABLE, mapping)
-    # The shipped routers: GRPO heads with a fitted margin (the auto recipe until stop 20). The
-    # category heads that `train` now fits on this table win by nested CV on MMAU (59.6 vs 57.8 on
-    # this pair) but route hand-written questions worse (0.65 vs 0.83 of
-    # tests/test_routing_expectations.py's set): a bundled router serves users' own questions.
-    kw = {"categories": False, "fit_margin": True} if recipe == "auto" else {}
-    plan = training.plan(recipe, encoder=encoder, seed=seed, **kw)
+    # `train`'s own default: on this table (sub_category labels) the inner CV picks a category
+    # mixture head. Nested CV on this pair (bench/bench_routing.py --sets pair [--encoder
+    # minilm-static]): minilm 60.1 vs 57.8, minilm-static 60.5 vs 59.6 for the GRPO heads with a
+    # fitted margin that shipped until stop 22 (`--no-categories --fit-margin`); hand-written
+    # questions (tests/test_routing_expectations.py): 0.79 vs 0.81 (minilm), 0.73 vs 0.625 (static).
+    plan = training.plan(recipe, encoder=encoder, seed=seed)
     policy, _, meta = training.fit_router(table, mapping, plan, BUNDLED_TABLE.name)
     return policy, meta
 

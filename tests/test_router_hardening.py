@@ -103,13 +103,13 @@ def test_probe_inference_refuses_a_model_with_non_finite_logits(tmp_path):
 
     folder = _copy(tmp_path, "fast")
     model = onnx.load(str(folder / INT8))
-    for init in model.graph.initializer:  # the folded head's bias [A] -> NaN
+    for init in model.graph.initializer:  # the folded head's bias ([A] linear, [K] mixture) -> NaN
         arr = numpy_helper.to_array(init)
-        if arr.dtype == np.float32 and arr.shape == (2,):
+        if arr.dtype == np.float32 and arr.ndim == 1 and arr.size > 1:
             init.CopyFrom(numpy_helper.from_array(np.full_like(arr, np.nan), init.name))
             break
     else:
-        pytest.fail("no float32 [2] bias initializer in the fast router")
+        pytest.fail("no 1-D float32 bias initializer in the fast router")
     onnx.save(model, str(folder / INT8))
     _rehash(folder)
     _refused(folder, "non-finite or mis-shaped logits")

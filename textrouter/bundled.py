@@ -12,8 +12,9 @@ from pathlib import Path
 DEFAULT_ROUTER_DIR = Path(__file__).resolve().parent / "default_router"
 FAST_ROUTER_DIR = Path(__file__).resolve().parent / "fast_router"
 # name -> folder. default: MiniLM-L6 + head (~9 ms per question on 1 core, int8, 23 MB);
-# fast: minilm-static, a token table distilled from the same MiniLM (~0.2 ms, 94 KB); both were
-# trained on the bundled table for direct vs asr and route within a point of each other under CV.
+# fast: minilm-static, a token table distilled from the same MiniLM (~0.3 ms, 858 KB); both are
+# `train`'s default (category mixture head) on the bundled table for direct vs asr and route
+# within a point of each other under nested CV (docs/router-runtime.md).
 BUNDLED_ROUTERS: dict[str, Path] = {"default": DEFAULT_ROUTER_DIR, "fast": FAST_ROUTER_DIR}
 
 

@@ -64,7 +64,8 @@ class QuantOptions:
                     "accuracy_level 4", "embeddings": "int8 per row"}
         return {"method": method, "weight_type": self.weight_type, "op_types": list(QUANT_OP_SETS[self.ops]),
                 "per_channel": self.per_channel,
-                "fp32_nodes": "FFN output MatMuls" if method == "dynamic-ffn2-fp32" else "none"}
+                "fp32_nodes": ("FFN output MatMuls, " if method == "dynamic-ffn2-fp32" else "")
+                + "a mixture head's P(category) @ M if any"}
 
 
 def _fused_op_types(path: Path) -> set[str]:
@@ -89,6 +90,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, quant: QuantOptions, method:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         exclude = _ffn_output_matmuls(fp32_path) if method == "dynamic-ffn2-fp32" else []
+        exclude += _mixture_matmuls(fp32_path)
         weight_type = QuantType.QInt8 if quant.weight_type == "qint8" else QuantType.QUInt8
         op_types = list(QUANT_OP_SETS[quant.ops])
         fused = _fused_op_types(fp32_path)  # a graph fused by optimize_fp32
@@ -108,6 +110,21 @@ def quantize_int8(fp32_path: Path, int8_path: Path, quant: QuantOptions, method:
             root.setLevel(level)
     os.replace(tmp, int8_path)
     return op_types
+
+
+def _mixture_matmuls(path: Path) -> list[str]:
+    """Names of the MatMuls that multiply a Softmax output by a constant: a mixture head's
+    P(category) @ M (textrouter.head). They stay fp32: dynamic int8 scales an activation per batch
+    tensor, so a quantised P @ M made the static engine's probabilities depend on the batch (up to
+    0.007), and M [K, A] is a few hundred floats, so int8 saves nothing there."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {t.name for t in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants
+            and getattr(producer.get(n.input[0]), "op_type", None) == "Softmax"]
 
 
 def _ffn_output_matmuls(path: Path) -> list[str]:
