@@ -112,6 +112,10 @@ MUTANTS: list[Mutant] = [
       "return z if self.mix is None else mixture_logits(z, self.mix)", "return z",
       ("tests/test_category.py",), "static export folds a mixture head's classifier but drops softmax and estimates",
       k="static_engine"),
+    M("mixture_matmul_quantised", "textrouter/quantize.py",
+      "        exclude += _mixture_matmuls(fp32_path)\n", "",
+      ("tests/test_category.py",), "int8 quantises a mixture's P(category) @ M (static router batch-dependent)",
+      k="static_engine"),
     # --- textrouter/grpo.py, textrouter/evaluate.py ------------------------------------------
     M("grpo_kl_sign", "textrouter/grpo.py",
       "loss = -(objective - opts.beta * kl).mean()", "loss = -(objective + opts.beta * kl).mean()",
