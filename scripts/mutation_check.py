@@ -116,6 +116,10 @@ MUTANTS: list[Mutant] = [
       "        exclude += _mixture_matmuls(fp32_path)\n", "",
       ("tests/test_category.py",), "int8 quantises a mixture's P(category) @ M (static router batch-dependent)",
       k="static_engine"),
+    M("old_mixture_export_batched", "textrouter/runtime.py",
+      'if (meta.get("head") or {}).get("kind") != "mixture":', "if True:",
+      ("tests/test_category.py",), "runtime batches a static mixture router whose int8 graph quantised P @ M",
+      k="static_engine"),
     # --- textrouter/grpo.py, textrouter/evaluate.py ------------------------------------------
     M("grpo_kl_sign", "textrouter/grpo.py",
       "loss = -(objective - opts.beta * kl).mean()", "loss = -(objective + opts.beta * kl).mean()",

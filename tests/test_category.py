@@ -236,3 +236,29 @@ def test_a_mixture_router_of_the_static_engine_exports_with_its_probabilities(tm
     single = [router.route(r.question, r.choices)["probs"] for r in rows]
     assert router.batch_invariant
     assert max(abs(g["probs"][a] - s[a]) for g, s in zip(got, single) for a in mapping.actions) < 1e-5
+    _old_int8_export_routes_one_question_per_call(tmp_path / "r", rows)
+
+
+def _old_int8_export_routes_one_question_per_call(folder, rows):
+    """A static mixture router exported before P @ M was kept fp32 (its int8 graph quantises that
+    MatMul, router.json says fp32_nodes "none"): the runtime must not batch it."""
+    import logging
+
+    import textrouter
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from textrouter.folder import sha256_file
+
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_dynamic(str(folder / "model.onnx"), str(folder / "model.int8.onnx"), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
+                     extra_options={"DefaultTensorType": 1})
+    doc = json.loads((folder / "router.json").read_text())
+    doc["metrics"]["quantization"]["fp32_nodes"] = "none"
+    doc["files"]["model.int8.onnx"] = sha256_file(folder / "model.int8.onnx")
+    (folder / "router.json").write_text(json.dumps(doc))
+    old = textrouter.load_router(folder, precision="int8")
+    assert not old.batch_invariant
+    items = [{"question": r.question, "choices": r.choices} for r in rows]
+    got = old.route_batch(items, batch_size=32)
+    single = [old.route(r.question, r.choices)["probs"] for r in rows]
+    assert max(abs(g["probs"][a] - s[a]) for g, s in zip(got, single) for a in old.actions) < 1e-5

@@ -73,6 +73,24 @@ def _checked_parts(question: Any, choices: Sequence[str] | None) -> tuple[str, s
     return input_parts(question, choices)
 
 
+def batch_invariant(meta: dict, engine: str, precision: str) -> bool:
+    """Whether a folder's decisions are the same whatever the batch, so `route_batch` may batch.
+
+    fp32 always is; int8 only for BATCH_INVARIANT_ENGINES (dynamic int8 scales activations per
+    batch tensor, which MiniLM's MatMuls have everywhere). A mixture head (textrouter.head) on
+    such an engine is invariant only when its P(category) @ M stayed fp32 at quantisation, as
+    exports record since stop 23 (`quantization.fp32_nodes`); older int8 exports quantised it, so
+    they run one question per ONNX call instead of deciding by their batch neighbours."""
+    if precision == "fp32":
+        return True
+    if engine not in BATCH_INVARIANT_ENGINES:
+        return False
+    if (meta.get("head") or {}).get("kind") != "mixture":
+        return True
+    quant = (meta.get("metrics") or {}).get("quantization") or {}
+    return quant.get("method") != "blockwise" and "mixture" in str(quant.get("fp32_nodes", ""))
+
+
 class Router:
     """A loaded router: tokenizer + one onnxruntime session. Thread-safe for `route` calls."""
 
@@ -84,7 +102,7 @@ class Router:
         self.max_length: int = int(meta["max_length"])
         self.engine: str = str(meta.get("engine", "minilm"))  # textrouter.encoders name
         self.truncation = truncation_of(meta)  # textrouter.text policy the folder records
-        self.batch_invariant = self.engine in BATCH_INVARIANT_ENGINES or precision == "fp32"
+        self.batch_invariant = batch_invariant(meta, self.engine, precision)
         self._session = session
         # the fitter owns the tokenizer: it cuts to max_length itself (keeping the choices) and
         # _run pads per batch, so tokenizer truncation and padding are switched off
