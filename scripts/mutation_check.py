@@ -113,7 +113,7 @@ MUTANTS: list[Mutant] = [
       ("tests/test_category.py",), "static export folds a mixture head's classifier but drops softmax and estimates",
       k="static_engine"),
     M("mixture_matmul_quantised", "textrouter/quantize.py",
-      "        exclude += _mixture_matmuls(fp32_path)\n", "",
+      "        exclude += _mixture_matmuls(graph)\n", "",
       ("tests/test_category.py",), "int8 quantises a mixture's P(category) @ M (static router batch-dependent)",
       k="static_engine"),
     M("old_mixture_export_batched", "textrouter/runtime.py",

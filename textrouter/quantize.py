@@ -68,11 +68,17 @@ class QuantOptions:
                 + "a mixture head's P(category) @ M if any"}
 
 
-def _fused_op_types(path: Path) -> set[str]:
+def _graph(model_or_path):
+    """The onnx ModelProto of a path (graph only, no external weights), or the model itself."""
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        return model_or_path
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return {n.op_type for n in model.graph.node} & {"Attention", "EmbedLayerNormalization"}
+    return onnx.load(str(model_or_path), load_external_data=False)
+
+
+def _fused_op_types(model) -> set[str]:
+    return {n.op_type for n in _graph(model).graph.node} & {"Attention", "EmbedLayerNormalization"}
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, quant: QuantOptions, method: str | None = None) -> list[str]:
@@ -89,11 +95,12 @@ def quantize_int8(fp32_path: Path, int8_path: Path, quant: QuantOptions, method:
 
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        exclude = _ffn_output_matmuls(fp32_path) if method == "dynamic-ffn2-fp32" else []
-        exclude += _mixture_matmuls(fp32_path)
+        graph = _graph(fp32_path)  # read once for the three graph queries below
+        exclude = _ffn_output_matmuls(graph) if method == "dynamic-ffn2-fp32" else []
+        exclude += _mixture_matmuls(graph)
         weight_type = QuantType.QInt8 if quant.weight_type == "qint8" else QuantType.QUInt8
         op_types = list(QUANT_OP_SETS[quant.ops])
-        fused = _fused_op_types(fp32_path)  # a graph fused by optimize_fp32
+        fused = _fused_op_types(graph)  # a graph fused by optimize_fp32
         if "Attention" in fused:
             op_types.append("Attention")  # -> QAttention (int8 QKV weights)
         if "EmbedLayerNormalization" in fused and "Gather" in op_types:
@@ -112,14 +119,12 @@ def quantize_int8(fp32_path: Path, int8_path: Path, quant: QuantOptions, method:
     return op_types
 
 
-def _mixture_matmuls(path: Path) -> list[str]:
+def _mixture_matmuls(model) -> list[str]:
     """Names of the MatMuls that multiply a Softmax output by a constant: a mixture head's
     P(category) @ M (textrouter.head). They stay fp32: dynamic int8 scales an activation per batch
     tensor, so a quantised P @ M made the static engine's probabilities depend on the batch (up to
     0.007), and M [K, A] is a few hundred floats, so int8 saves nothing there."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = _graph(model)
     producer = {o: n for n in model.graph.node for o in n.output}
     constants = {t.name for t in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
@@ -127,11 +132,10 @@ def _mixture_matmuls(path: Path) -> list[str]:
             and getattr(producer.get(n.input[0]), "op_type", None) == "Softmax"]
 
 
-def _ffn_output_matmuls(path: Path) -> list[str]:
-    """Names of the MatMuls fed by the GELU of each feed-forward block (BERT `output.dense`)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+def _ffn_output_matmuls(model) -> list[str]:
+    """Names of the MatMuls fed by the GELU of each feed-forward block (BERT `output.dense`);
+    `model`: a path or a loaded graph."""
+    model = _graph(model)
     producer = {o: n for n in model.graph.node for o in n.output}
     names = []
     for node in model.graph.node:
