@@ -18,6 +18,9 @@ QUANT_METHODS = ("auto", *QUANT_LADDER)
 WEIGHT_TYPES = ("qint8", "quint8")
 QUANT_OP_SETS = {"matmul": ("MatMul",), "matmul+gather": ("MatMul", "Gather")}
 EMBEDDING_MIN_ELEMENTS = 1_000_000  # only big lookup tables (the 30522x384 word embeddings)
+# router.json quantization.fp32_nodes names this for every dynamic export since stop 23: the
+# runtime reads it to know a mixture head's P @ M stayed fp32 (textrouter.runtime.batch_invariant)
+MIXTURE_FP32_NODES = "a mixture head's P(category) @ M if any"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class QuantOptions:
         return {"method": method, "weight_type": self.weight_type, "op_types": list(QUANT_OP_SETS[self.ops]),
                 "per_channel": self.per_channel,
                 "fp32_nodes": ("FFN output MatMuls, " if method == "dynamic-ffn2-fp32" else "")
-                + "a mixture head's P(category) @ M if any"}
+                + MIXTURE_FP32_NODES}
 
 
 def _graph(model_or_path):

@@ -87,8 +87,10 @@ def batch_invariant(meta: dict, engine: str, precision: str) -> bool:
         return False
     if (meta.get("head") or {}).get("kind") != "mixture":
         return True
+    from textrouter.quantize import MIXTURE_FP32_NODES
+
     quant = (meta.get("metrics") or {}).get("quantization") or {}
-    return quant.get("method") != "blockwise" and "mixture" in str(quant.get("fp32_nodes", ""))
+    return quant.get("method") != "blockwise" and MIXTURE_FP32_NODES in str(quant.get("fp32_nodes", ""))
 
 
 class Router:
